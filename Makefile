@@ -1,0 +1,56 @@
+# Set-up and entry points. Each target creates .venv and installs what it
+# needs from pyproject.toml, pinned by constraints.txt, so a fresh machine
+# with Python 3.11 needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# TensorFlow's C++ start-up logs go to stderr, which the strict book build
+# treats as a warning in any cell that imports it.
+export TF_CPP_MIN_LOG_LEVEL := 2
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install book test lint format lab clean lock
+
+$(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -c constraints.txt -e ".[test,book]"
+	install -D -m 644 book/ipython_kernel_config.py \
+		$(VENV)/etc/ipython/ipython_kernel_config.py
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: execute the chapters and build the static site (_build/html).
+book: $(STAMP)
+	$(BIN)/jupyter-book build --warningiserror --nitpick --keep-going .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Everything CI checks: lint, the book build, the suite on both backends.
+test: lint book
+	KERAS_BACKEND=jax $(BIN)/python -m pytest tests --ignore=tests/site
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Open the chapters as notebooks (jupytext) with live widgets.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=book
+
+clean:
+	rm -rf _build
+
+## Re-resolve the dependencies from pyproject.toml into constraints.txt.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e ".[test,book]"
+	{ echo "# Pinned versions of every dependency, resolved on Linux x86_64 / CPython 3.11."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -iE "^(pip|setuptools|keraslayers)=="; \
+	} > constraints.txt
+	rm -rf .lock-venv

@@ -1,0 +1,100 @@
+"""Checks on the built book in _build/html (`make book` runs first).
+
+The build itself is the execution test: a failing cell or a warning fails
+`make book`. These tests check what the build produced.
+"""
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+
+
+def _toc_documents() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    docs = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                docs.append(entry["file"])
+            walk(entry.get("sections"))
+            for part in entry.get("parts", []) or []:
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []) or []:
+        walk(part.get("chapters"))
+    return docs
+
+
+class _ResourceCollector(HTMLParser):
+    """Collects the URLs a browser would fetch when it opens the page."""
+
+    def __init__(self):
+        super().__init__()
+        self.resources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("script", "img", "iframe", "source", "audio", "video"):
+            if attrs.get("src"):
+                self.resources.append(attrs["src"])
+        if tag == "link" and attrs.get("href"):
+            rel = (attrs.get("rel") or "").lower()
+            if any(r in rel for r in ("stylesheet", "preload", "icon")):
+                self.resources.append(attrs["href"])
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, str]:
+    if not HTML.is_dir():
+        pytest.fail("no _build/html: run `make book` before the site tests")
+    return {
+        doc: (HTML / f"{doc}.html").read_text(encoding="utf-8")
+        for doc in _toc_documents()
+    }
+
+
+def test_every_toc_document_was_built(pages):
+    assert pages, "the TOC lists no documents"
+    for doc, text in pages.items():
+        assert "<html" in text, doc
+
+
+def test_no_page_loads_anything_from_outside_the_site(pages):
+    for doc, text in pages.items():
+        collector = _ResourceCollector()
+        collector.feed(text)
+        external = [
+            url
+            for url in collector.resources
+            if url.startswith(("http://", "https://", "//"))
+        ]
+        assert not external, f"{doc} loads external resources: {external}"
+
+
+def test_intro_shows_the_output_of_its_executed_cell(pages):
+    import keraslayers
+
+    text = pages["book/intro"]
+    assert f"keraslayers {keraslayers.__version__}" in text
+    assert "backend" in text
+
+
+def test_citations_resolve_to_the_bibliography(pages):
+    for doc, text in pages.items():
+        cited = re.findall(
+            r'class="bibtex-citation"[^>]*>.*?href="#([^"]+)"', text, re.S
+        )
+        entries = set(re.findall(r'class="citation" id="([^"]+)"', text))
+        missing = [anchor for anchor in cited if anchor not in entries]
+        assert not missing, f"{doc}: citations without an entry: {missing}"
+        assert "bibtex-citation" not in text or entries, doc
+    intro = pages["book/intro"].lower()
+    assert "batch normalization: accelerating deep network training" in intro
