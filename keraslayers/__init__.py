@@ -4,6 +4,29 @@ The layers are written with `keras.ops` only, so they run on every Keras
 backend; the project tests them on TensorFlow and JAX.
 """
 
+from keraslayers.batch_renormalization import (
+    BatchRenormalization,
+    LinearRamp,
+    renorm_schedule,
+)
+from keraslayers.filter_response_normalization import (
+    TLU,
+    FilterResponseNormalization,
+)
+from keraslayers.whitening import (
+    DecorrelatedBatchNormalization,
+    IterativeNormalization,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "TLU",
+    "BatchRenormalization",
+    "DecorrelatedBatchNormalization",
+    "FilterResponseNormalization",
+    "IterativeNormalization",
+    "LinearRamp",
+    "__version__",
+    "renorm_schedule",
+]

@@ -1,0 +1,83 @@
+"""Private linear algebra shared by the whitening (and orthogonal) layers.
+
+All functions take batches of symmetric positive-definite matrices with
+shape (..., m, m).
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def _transpose(a):
+    return ops.swapaxes(a, -1, -2)
+
+
+def _eye_like(a):
+    m = a.shape[-1]
+    return ops.eye(m, dtype=a.dtype)
+
+
+@ops.custom_gradient
+def inverse_sqrt_eigh(sigma):
+    """Σ^{-1/2} through an eigendecomposition, with a backward pass that is
+    finite for repeated eigenvalues.
+
+    The textbook eigh backward divides by λ_i − λ_j and returns NaN/inf when
+    two eigenvalues coincide (Σ ≈ c·I, typical at initialization). Here the
+    gradient is the Daleckii–Krein formula for f(λ) = λ^{-1/2},
+
+        ∂L/∂Σ = U (K ∘ Uᵀ Ḡ U) Uᵀ,  Ḡ = (G + Gᵀ)/2,
+        K_ij = (f(λ_i) − f(λ_j)) / (λ_i − λ_j) = −1 / (s_i s_j (s_i + s_j)),
+
+    with s = √λ. The closed form of the divided difference has no λ_i − λ_j
+    in a denominator, so equal eigenvalues give f'(λ) = −λ^{-3/2}/2 exactly
+    and the result does not depend on the basis chosen inside an eigenspace.
+    Eigenvalues are floored at a tiny positive value: Σ includes εI, so any
+    smaller eigenvalue is rounding error.
+    """
+    eigenvalues, eigenvectors = ops.eigh(sigma)
+    tiny = 1e-12 if sigma.dtype == "float64" else 1e-8
+    s = ops.sqrt(ops.maximum(eigenvalues, tiny))
+    u = eigenvectors
+    phi = ops.matmul(u / ops.expand_dims(s, -2), _transpose(u))
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        g = 0.5 * (upstream + _transpose(upstream))
+        g_rot = ops.matmul(_transpose(u), ops.matmul(g, u))
+        si = ops.expand_dims(s, -1)
+        sj = ops.expand_dims(s, -2)
+        kernel = -1.0 / (si * sj * (si + sj))
+        return ops.matmul(u, ops.matmul(kernel * g_rot, _transpose(u)))
+
+    return phi, grad
+
+
+def inverse_sqrt_newton(sigma, num_iterations: int):
+    """Approximates Σ^{-1/2} with `num_iterations` Newton steps on Σ/tr Σ.
+
+    Returns `(phi, trace)` with phi ≈ Σ^{-1/2}. In exact arithmetic this is
+    IterNorm's iteration P_{k+1} = 1.5 P_k − 0.5 P_k³ Σ_N, P_0 = I, followed
+    by P_T / √tr Σ. It is evaluated in the coupled (Newton–Schulz) form
+
+        T_k = (3I − Z_k Y_k) / 2,  Y_{k+1} = Y_k T_k,  Z_{k+1} = T_k Z_k,
+        Y_0 = Σ_N, Z_0 = I,  so that Z_k = P_k and Y_k = Σ_N P_k.
+
+    The uncoupled form relies on P_k commuting with Σ_N; rounding breaks
+    that and the error grows with every step, so on an ill-conditioned Σ
+    it diverges for many iterations (NaN). The coupled form is stable for
+    any number of steps (Higham, Functions of Matrices, 2008, §6.7).
+    """
+    trace = ops.trace(sigma, axis1=-2, axis2=-1)
+    sigma_n = sigma / ops.reshape(trace, (-1, 1, 1))
+    identity = ops.broadcast_to(_eye_like(sigma), ops.shape(sigma))
+    y = sigma_n
+    z = identity
+    for _ in range(num_iterations):
+        t = 1.5 * identity - 0.5 * ops.matmul(z, y)
+        y = ops.matmul(y, t)
+        z = ops.matmul(t, z)
+    phi = z / ops.reshape(ops.sqrt(trace), (-1, 1, 1))
+    return phi, trace

@@ -1,0 +1,138 @@
+"""Private helpers shared by the layers: argument checks and axis handling.
+
+Every check raises a `ValueError` that names the layer class, the argument
+and the received value, in the Keras style `... Received: arg=value`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+from keras import ops
+
+FLOATING_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _fail(layer, message: str, arg: str, value) -> ValueError:
+    return ValueError(
+        f"{type(layer).__name__}: {message} Received: {arg}={value!r}"
+    )
+
+
+def check_number(
+    layer,
+    arg: str,
+    value,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+) -> float:
+    """Checks a real hyperparameter and returns it as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _fail(layer, f"`{arg}` must be a real number.", arg, value)
+    value = float(value)
+    if value != value:  # NaN
+        raise _fail(layer, f"`{arg}` must not be NaN.", arg, value)
+    if minimum is not None:
+        if strict_minimum and not value > minimum:
+            raise _fail(layer, f"`{arg}` must be > {minimum}.", arg, value)
+        if not strict_minimum and value < minimum:
+            raise _fail(layer, f"`{arg}` must be >= {minimum}.", arg, value)
+    if maximum is not None and value > maximum:
+        raise _fail(layer, f"`{arg}` must be <= {maximum}.", arg, value)
+    return value
+
+
+def check_epsilon(layer, value, arg: str = "epsilon") -> float:
+    return check_number(layer, arg, value, minimum=0.0)
+
+
+def check_momentum(layer, value, arg: str = "momentum") -> float:
+    return check_number(layer, arg, value, minimum=0.0, maximum=1.0)
+
+
+def check_int(layer, arg: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _fail(layer, f"`{arg}` must be an integer.", arg, value)
+    if value < minimum:
+        raise _fail(layer, f"`{arg}` must be >= {minimum}.", arg, value)
+    return int(value)
+
+
+def check_axis_argument(layer, axis) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise _fail(
+            layer,
+            "`axis` must be a single integer (the channel axis).",
+            "axis",
+            axis,
+        )
+    return int(axis)
+
+
+def resolve_axis(layer, axis: int, input_shape, min_rank: int = 2) -> int:
+    """Returns the non-negative channel axis for `input_shape` or raises."""
+    rank = len(input_shape)
+    if rank < min_rank:
+        raise _fail(
+            layer,
+            f"expects inputs of rank >= {min_rank} (batch, ..., channels).",
+            "input_shape",
+            tuple(input_shape),
+        )
+    resolved = axis + rank if axis < 0 else axis
+    if not 0 < resolved < rank:
+        raise _fail(
+            layer,
+            f"`axis` must name a non-batch axis of the rank-{rank} input "
+            f"with shape {tuple(input_shape)}.",
+            "axis",
+            axis,
+        )
+    if input_shape[resolved] is None:
+        raise _fail(
+            layer,
+            "the channel axis must have a known size.",
+            "input_shape",
+            tuple(input_shape),
+        )
+    return resolved
+
+
+def check_floating_input(layer, inputs) -> None:
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    if dtype not in FLOATING_DTYPES:
+        raise _fail(
+            layer, "expects floating-point inputs.", "inputs.dtype", dtype
+        )
+
+
+def check_layer_dtype(layer) -> None:
+    """Rejects a non-floating layer dtype policy at construction."""
+    dtype = keras.backend.standardize_dtype(layer.dtype_policy.variable_dtype)
+    if dtype not in FLOATING_DTYPES:
+        raise _fail(
+            layer, "needs a floating-point dtype policy.", "dtype", dtype
+        )
+
+
+def broadcast_shape(rank: int, axis: int, channels: int) -> list[int]:
+    """Shape that broadcasts a per-channel vector against the input."""
+    shape = [1] * rank
+    shape[axis] = channels
+    return shape
+
+
+def reduction_axes(rank: int, axis: int) -> list[int]:
+    return [i for i in range(rank) if i != axis]
+
+
+def math_dtype(layer) -> str:
+    """float32 math, or float64 for a float64 layer (gradient checks)."""
+    return "float64" if layer.compute_dtype == "float64" else "float32"
+
+
+def cast_for_math(layer, x):
+    return ops.cast(x, math_dtype(layer))

@@ -1,0 +1,389 @@
+"""Batch Renormalization (Ioffe, 2017) with clipping schedules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keraslayers import _utils
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class LinearRamp(keras.optimizers.schedules.LearningRateSchedule):
+    """A value held constant, then moved linearly, then held again.
+
+    `value(step)` is `start_value` for `step <= start_step`, `end_value` for
+    `step >= end_step`, and linear in between. It is a Keras schedule (a
+    serializable callable of the training step), so it can drive
+    `BatchRenormalization`'s `r_max` and `d_max` or an optimizer.
+
+    Args:
+        start_value: value up to `start_step`.
+        end_value: value from `end_step` on.
+        start_step: last step at `start_value`.
+        end_step: first step at `end_value`; must be >= `start_step`.
+
+    Example:
+
+    >>> ramp = LinearRamp(1.0, 3.0, start_step=5000, end_step=40000)
+    >>> float(ramp(22500))
+    2.0
+    """
+
+    def __init__(
+        self,
+        start_value: float,
+        end_value: float,
+        start_step: int = 0,
+        end_step: int = 1,
+    ):
+        self.start_value = _utils.check_number(self, "start_value", start_value)
+        self.end_value = _utils.check_number(self, "end_value", end_value)
+        self.start_step = _utils.check_int(
+            self, "start_step", start_step, minimum=0
+        )
+        self.end_step = _utils.check_int(
+            self, "end_step", end_step, minimum=self.start_step
+        )
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        span = max(self.end_step - self.start_step, 1)
+        progress = ops.clip((step - self.start_step) / span, 0.0, 1.0)
+        return self.start_value + (self.end_value - self.start_value) * progress
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "start_value": self.start_value,
+            "end_value": self.end_value,
+            "start_step": self.start_step,
+            "end_step": self.end_step,
+        }
+
+
+def renorm_schedule(
+    r_max: float = 3.0,
+    d_max: float = 5.0,
+    hold_steps: int = 5000,
+    r_max_steps: int = 40000,
+    d_max_steps: int = 25000,
+) -> dict[str, LinearRamp]:
+    """The clipping schedule of the Batch Renormalization paper.
+
+    Returns `{"r_max": ..., "d_max": ...}` to unpack into
+    `BatchRenormalization`: r_max = 1 and d_max = 0 (plain batch
+    normalization) for the first `hold_steps` steps, then relaxed linearly to
+    `r_max` at step `r_max_steps` and to `d_max` at step `d_max_steps`. The
+    defaults are the paper's (Ioffe, 2017, Sec. 4.1: "r_max = 1, d_max = 0
+    for the first 5000 steps, after which these were gradually relaxed to
+    reach r_max = 3 at 40k steps, and d_max = 5 at 25k steps"); the paper
+    does not give the shape of the relaxation, a linear ramp is used.
+
+    Example:
+
+    >>> layer = BatchRenormalization(**renorm_schedule())
+    """
+    return {
+        "r_max": LinearRamp(1.0, r_max, hold_steps, r_max_steps),
+        "d_max": LinearRamp(0.0, d_max, hold_steps, d_max_steps),
+    }
+
+
+def _serialize_limit(value):
+    if isinstance(value, float):
+        return value
+    return keras.saving.serialize_keras_object(value)
+
+
+def _deserialize_limit(value):
+    if isinstance(value, dict):
+        return keras.saving.deserialize_keras_object(value)
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class BatchRenormalization(keras.layers.Layer):
+    """Batch Renormalization: batch statistics corrected towards the moving
+    ones, so that training and inference compute the same function.
+
+    In training, with batch statistics μ_B, σ_B = √(σ_B² + ε) and moving
+    statistics μ, σ (standard deviation, ε included):
+
+    ```
+    r = stop_gradient(clip(σ_B / σ, 1 / r_max, r_max))
+    d = stop_gradient(clip((μ_B - μ) / σ, -d_max, d_max))
+    y = γ · ((x - μ_B) / σ_B · r + d) + β
+    μ ← momentum · μ + (1 - momentum) · μ_B
+    σ ← momentum · σ + (1 - momentum) · σ_B
+    ```
+
+    In inference `y = γ · (x - μ) / σ + β`. With `r_max=1, d_max=0` the
+    training output is batch normalization's. r and d use the moving
+    statistics from before the update of the current step.
+
+    `r_max` and `d_max` are numbers or schedules (callables of the training
+    step, e.g. `LinearRamp`, or any Keras `LearningRateSchedule`);
+    `renorm_schedule()` returns the paper's. The layer counts its own
+    training calls in the non-trainable `step` weight, which is saved with
+    the model, so a reloaded model resumes its schedule. Scheduled values
+    are clamped at run time to r_max >= 1 and d_max >= 0.
+
+    A batch that reduces over a single element per channel (a dense input
+    with batch size 1) has σ_B² = 0: the layer then outputs γ·d + β, finite,
+    carrying no information about the batch's scale. Prefer a batch-free
+    normalizer (`FilterResponseNormalization`, group or layer normalization)
+    for such batches.
+
+    Args:
+        axis: the channel axis.
+        momentum: momentum of the moving statistics (the paper's 1 - α,
+            α = 0.01).
+        epsilon: added to the batch variance.
+        r_max: bound of the scale correction r, >= 1, or a schedule.
+        d_max: bound of the shift correction d, >= 0, or a schedule.
+        center: whether to add the offset β.
+        scale: whether to multiply by γ.
+        beta_initializer, gamma_initializer: initializers of β and γ.
+        moving_mean_initializer: initializer of the moving mean.
+        moving_stddev_initializer: initializer of the moving standard
+            deviation (ones by default).
+        beta_regularizer, gamma_regularizer: regularizers of β and γ.
+        beta_constraint, gamma_constraint: constraints of β and γ.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: floating tensor of rank >= 2.
+        training: whether to use (and update) batch statistics.
+
+    Input shape:
+        any, with a known channel dimension on `axis`. Output: same shape.
+
+    Reference:
+        - [Ioffe, 2017](https://arxiv.org/abs/1702.03275), Batch
+          Renormalization: Towards Reducing Minibatch Dependence in
+          Batch-Normalized Models.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((32,)),
+    ...     keras.layers.Dense(64, use_bias=False),
+    ...     BatchRenormalization(**renorm_schedule()),
+    ...     keras.layers.ReLU(),
+    ... ])
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        r_max=3.0,
+        d_max=5.0,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_stddev_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _utils.check_layer_dtype(self)
+        self.axis = _utils.check_axis_argument(self, axis)
+        self.momentum = _utils.check_momentum(self, momentum)
+        self.epsilon = _utils.check_epsilon(self, epsilon)
+        self.r_max = self._check_limit("r_max", r_max, minimum=1.0)
+        self.d_max = self._check_limit("d_max", d_max, minimum=0.0)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.moving_mean_initializer = keras.initializers.get(
+            moving_mean_initializer
+        )
+        self.moving_stddev_initializer = keras.initializers.get(
+            moving_stddev_initializer
+        )
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        # Inputs are cast to float32 inside `call` instead of by the base
+        # layer: under mixed_float16 a float32 input above float16's range
+        # would otherwise become inf before normalization.
+        self.autocast = False
+
+    def _check_limit(self, arg, value, minimum):
+        value = _deserialize_limit(value)
+        if callable(value):
+            if isinstance(value, LinearRamp):
+                low = min(value.start_value, value.end_value)
+                if low < minimum:
+                    raise ValueError(
+                        f"{type(self).__name__}: the `{arg}` schedule must "
+                        f"stay >= {minimum}. Received: {arg}={value!r} "
+                        f"(start_value={value.start_value}, "
+                        f"end_value={value.end_value})"
+                    )
+            return value
+        return _utils.check_number(self, arg, value, minimum=minimum)
+
+    @property
+    def _scheduled(self) -> bool:
+        return callable(self.r_max) or callable(self.d_max)
+
+    def build(self, input_shape):
+        self._axis = _utils.resolve_axis(self, self.axis, input_shape)
+        channels = input_shape[self._axis]
+        shape = (channels,)
+        self.gamma = (
+            self.add_weight(
+                name="gamma",
+                shape=shape,
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                autocast=False,
+            )
+            if self.scale
+            else None
+        )
+        self.beta = (
+            self.add_weight(
+                name="beta",
+                shape=shape,
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                autocast=False,
+            )
+            if self.center
+            else None
+        )
+        self.moving_mean = self.add_weight(
+            name="moving_mean",
+            shape=shape,
+            initializer=self.moving_mean_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.moving_stddev = self.add_weight(
+            name="moving_stddev",
+            shape=shape,
+            initializer=self.moving_stddev_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.step = (
+            self.add_weight(
+                name="step",
+                shape=(),
+                initializer="zeros",
+                dtype="int32",
+                trainable=False,
+            )
+            if self._scheduled
+            else None
+        )
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={self._axis: channels}
+        )
+
+    def _limit(self, value, minimum):
+        if callable(value):
+            value = ops.cast(value(self.step), _utils.math_dtype(self))
+            return ops.maximum(value, minimum)
+        return value
+
+    def _reshape(self, v, rank):
+        return ops.reshape(v, _utils.broadcast_shape(rank, self._axis, -1))
+
+    def inference_affine(self):
+        """Per-channel `(scale, offset)` with `y = scale · x + offset` in
+        inference; used by `fold_batch_normalization`."""
+        stddev = ops.maximum(self.moving_stddev, self.epsilon**0.5)
+        scale = 1.0 / stddev
+        if self.scale:
+            scale = scale * self.gamma
+        offset = -self.moving_mean * scale
+        if self.center:
+            offset = offset + self.beta
+        return scale, offset
+
+    def call(self, inputs, training=None):
+        _utils.check_floating_input(self, inputs)
+        x = _utils.cast_for_math(self, inputs)
+        rank = len(x.shape)
+        if training:
+            axes = _utils.reduction_axes(rank, self._axis)
+            mean, variance = ops.moments(x, axes)
+            # A float32 variance of a batch with a large mean can come out
+            # slightly negative; clamp it.
+            variance = ops.maximum(variance, 0.0)
+            batch_stddev = ops.sqrt(variance + self.epsilon)
+            moving_stddev = ops.maximum(self.moving_stddev, self.epsilon**0.5)
+            r_max = self._limit(self.r_max, 1.0)
+            d_max = self._limit(self.d_max, 0.0)
+            r = ops.clip(batch_stddev / moving_stddev, 1.0 / r_max, r_max)
+            d = ops.clip(
+                (mean - self.moving_mean) / moving_stddev, -d_max, d_max
+            )
+            r = ops.stop_gradient(r)
+            d = ops.stop_gradient(d)
+            scale = r / batch_stddev
+            offset = d - mean * scale
+            m = self.momentum
+            self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
+            self.moving_stddev.assign(
+                m * self.moving_stddev + (1 - m) * batch_stddev
+            )
+            if self.step is not None:
+                self.step.assign_add(ops.ones((), "int32"))
+            if self.scale:
+                scale = scale * self.gamma
+                offset = offset * self.gamma
+            if self.center:
+                offset = offset + self.beta
+        else:
+            scale, offset = self.inference_affine()
+        outputs = x * self._reshape(scale, rank) + self._reshape(offset, rank)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        ser = keras.initializers.serialize
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "r_max": _serialize_limit(self.r_max),
+            "d_max": _serialize_limit(self.d_max),
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": ser(self.beta_initializer),
+            "gamma_initializer": ser(self.gamma_initializer),
+            "moving_mean_initializer": ser(self.moving_mean_initializer),
+            "moving_stddev_initializer": ser(self.moving_stddev_initializer),
+            "beta_regularizer": keras.regularizers.serialize(
+                self.beta_regularizer
+            ),
+            "gamma_regularizer": keras.regularizers.serialize(
+                self.gamma_regularizer
+            ),
+            "beta_constraint": keras.constraints.serialize(
+                self.beta_constraint
+            ),
+            "gamma_constraint": keras.constraints.serialize(
+                self.gamma_constraint
+            ),
+        }

@@ -1,0 +1,272 @@
+"""Filter Response Normalization and the Thresholded Linear Unit
+(Singh & Krishnan, 2020)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keraslayers import _utils
+
+
+def _ser(obj, kind):
+    return getattr(keras, kind).serialize(obj)
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class FilterResponseNormalization(keras.layers.Layer):
+    """Filter Response Normalization: per sample and channel, divide by the
+    root mean square over the non-channel axes; no centering, no batch
+    statistics.
+
+    ```
+    ν² = mean(x², over every axis but batch and channel)
+    y = γ · x / √(ν² + ε_eff) + β
+    ```
+
+    with `ε_eff = |epsilon|`, or `epsilon + |ε_l|` with a trainable `ε_l`
+    when `learned_epsilon=True`. Training and inference compute the same
+    function. Follow it with `TLU` (the paper's pairing).
+
+    On a dense (rank-2) input ν² = x², so without a learned epsilon the
+    output is close to γ · sign(x) + β; the paper recommends the learned
+    epsilon there, and for convolutions with 1×1 feature maps.
+
+    Args:
+        axis: the channel axis; every other non-batch axis is reduced.
+        epsilon: the fixed ε (its absolute value is used), or the lower
+            bound of the learned one.
+        learned_epsilon: whether to add a trainable `|ε_l|` to `epsilon`.
+        learned_epsilon_init: initial value of `ε_l` (paper: 1e-4).
+        center: whether to add β.
+        scale: whether to multiply by γ.
+        beta_initializer, gamma_initializer: initializers of β and γ.
+        beta_regularizer, gamma_regularizer: regularizers of β and γ.
+        beta_constraint, gamma_constraint: constraints of β and γ.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: floating tensor of rank >= 2 (e.g. NHWC, NWC or NC).
+
+    Input shape:
+        any rank >= 2 with a known channel dimension. Output: same shape.
+
+    Reference:
+        - [Singh & Krishnan, 2020](https://arxiv.org/abs/1911.09737),
+          Filter Response Normalization Layer: Eliminating Batch Dependence
+          in the Training of Deep Neural Networks.
+
+    Example:
+
+    >>> block = keras.Sequential([
+    ...     keras.Input((32, 32, 3)),
+    ...     keras.layers.Conv2D(16, 3, padding="same"),
+    ...     FilterResponseNormalization(),
+    ...     TLU(),
+    ... ])
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        epsilon: float = 1e-6,
+        learned_epsilon: bool = False,
+        learned_epsilon_init: float = 1e-4,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _utils.check_layer_dtype(self)
+        self.axis = _utils.check_axis_argument(self, axis)
+        self.epsilon = _utils.check_epsilon(self, epsilon)
+        self.learned_epsilon = bool(learned_epsilon)
+        self.learned_epsilon_init = _utils.check_epsilon(
+            self, learned_epsilon_init, "learned_epsilon_init"
+        )
+        if self.epsilon == 0.0 and not self.learned_epsilon:
+            raise ValueError(
+                f"{type(self).__name__}: `epsilon` must be > 0 unless "
+                "`learned_epsilon=True` (an all-zero channel would divide by "
+                f"zero). Received: epsilon={epsilon!r}"
+            )
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        # See BatchRenormalization: inputs are cast to float32 in `call`.
+        self.autocast = False
+
+    def build(self, input_shape):
+        self._axis = _utils.resolve_axis(self, self.axis, input_shape)
+        channels = input_shape[self._axis]
+        self.gamma = (
+            self.add_weight(
+                name="gamma",
+                shape=(channels,),
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                autocast=False,
+            )
+            if self.scale
+            else None
+        )
+        self.beta = (
+            self.add_weight(
+                name="beta",
+                shape=(channels,),
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                autocast=False,
+            )
+            if self.center
+            else None
+        )
+        self.learned_eps = (
+            self.add_weight(
+                name="learned_epsilon",
+                shape=(),
+                initializer=keras.initializers.Constant(
+                    self.learned_epsilon_init
+                ),
+                autocast=False,
+            )
+            if self.learned_epsilon
+            else None
+        )
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={self._axis: channels}
+        )
+
+    def call(self, inputs):
+        _utils.check_floating_input(self, inputs)
+        x = _utils.cast_for_math(self, inputs)
+        rank = len(x.shape)
+        axes = [i for i in range(1, rank) if i != self._axis]
+        nu2 = (
+            ops.mean(ops.square(x), axis=axes, keepdims=True)
+            if axes
+            else (ops.square(x))
+        )
+        if self.learned_eps is not None:
+            eps = self.epsilon + ops.abs(self.learned_eps)
+        else:
+            eps = self.epsilon
+        y = x * ops.rsqrt(nu2 + eps)
+        shape = _utils.broadcast_shape(rank, self._axis, -1)
+        if self.scale:
+            y = y * ops.reshape(self.gamma, shape)
+        if self.center:
+            y = y + ops.reshape(self.beta, shape)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "learned_epsilon": self.learned_epsilon,
+            "learned_epsilon_init": self.learned_epsilon_init,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": _ser(self.beta_initializer, "initializers"),
+            "gamma_initializer": _ser(self.gamma_initializer, "initializers"),
+            "beta_regularizer": _ser(self.beta_regularizer, "regularizers"),
+            "gamma_regularizer": _ser(self.gamma_regularizer, "regularizers"),
+            "beta_constraint": _ser(self.beta_constraint, "constraints"),
+            "gamma_constraint": _ser(self.gamma_constraint, "constraints"),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class TLU(keras.layers.Layer):
+    """Thresholded Linear Unit: `z = max(y, τ)` with a learned τ per channel.
+
+    The activation paired with `FilterResponseNormalization`: FRN does not
+    center, so a ReLU's fixed threshold at 0 may cut off everything; TLU
+    learns where to threshold. τ has one value per channel (TF Addons' TLU
+    learned one per position, a known pitfall).
+
+    Args:
+        axis: the channel axis.
+        tau_initializer: initializer of τ (zeros: TLU starts as a ReLU).
+        tau_regularizer: regularizer of τ.
+        tau_constraint: constraint of τ.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        any rank >= 2 with a known channel dimension. Output: same shape.
+
+    Reference:
+        - [Singh & Krishnan, 2020](https://arxiv.org/abs/1911.09737),
+          Filter Response Normalization Layer: Eliminating Batch Dependence
+          in the Training of Deep Neural Networks.
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        tau_initializer="zeros",
+        tau_regularizer=None,
+        tau_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _utils.check_layer_dtype(self)
+        self.axis = _utils.check_axis_argument(self, axis)
+        self.tau_initializer = keras.initializers.get(tau_initializer)
+        self.tau_regularizer = keras.regularizers.get(tau_regularizer)
+        self.tau_constraint = keras.constraints.get(tau_constraint)
+
+    def build(self, input_shape):
+        self._axis = _utils.resolve_axis(self, self.axis, input_shape)
+        channels = input_shape[self._axis]
+        self.tau = self.add_weight(
+            name="tau",
+            shape=(channels,),
+            initializer=self.tau_initializer,
+            regularizer=self.tau_regularizer,
+            constraint=self.tau_constraint,
+            autocast=False,
+        )
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={self._axis: channels}
+        )
+
+    def call(self, inputs):
+        _utils.check_floating_input(self, inputs)
+        rank = len(inputs.shape)
+        tau = ops.reshape(
+            ops.cast(self.tau, inputs.dtype),
+            _utils.broadcast_shape(rank, self._axis, -1),
+        )
+        return ops.maximum(inputs, tau)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "tau_initializer": _ser(self.tau_initializer, "initializers"),
+            "tau_regularizer": _ser(self.tau_regularizer, "regularizers"),
+            "tau_constraint": _ser(self.tau_constraint, "constraints"),
+        }
