@@ -8,6 +8,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # The float64 gradient checks need 64-bit arrays; the layers' own math
+    # stays float32 unless a layer is built with dtype="float64".
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
