@@ -129,6 +129,32 @@ def reduction_axes(rank: int, axis: int) -> list[int]:
     return [i for i in range(rank) if i != axis]
 
 
+def reduced_count(x, axes):
+    """Number of elements reduced over `axes`, as a scalar of x's dtype."""
+    count = 1
+    for a in axes:
+        dim = x.shape[a]
+        count = count * (dim if dim is not None else ops.shape(x)[a])
+    return ops.cast(count, x.dtype)
+
+
+def mean(x, axes, keepdims=False):
+    """Mean as sum / count.
+
+    `ops.mean` on the JAX backend accumulates float64 inputs in float32
+    (Keras's promotion of float64 with float32 gives float32 there), which
+    breaks float64 gradient checks; a sum keeps the input's precision.
+    """
+    return ops.sum(x, axis=axes, keepdims=keepdims) / reduced_count(x, axes)
+
+
+def moments(x, axes):
+    """Biased mean and variance over `axes` (two-pass, in x's dtype)."""
+    mu = mean(x, axes, keepdims=True)
+    variance = mean(ops.square(x - mu), axes)
+    return ops.squeeze(mu, axis=axes), variance
+
+
 def math_dtype(layer) -> str:
     """float32 math, or float64 for a float64 layer (gradient checks)."""
     return "float64" if layer.compute_dtype == "float64" else "float32"

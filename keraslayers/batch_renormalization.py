@@ -323,7 +323,7 @@ class BatchRenormalization(keras.layers.Layer):
         rank = len(x.shape)
         if training:
             axes = _utils.reduction_axes(rank, self._axis)
-            mean, variance = ops.moments(x, axes)
+            mean, variance = _utils.moments(x, axes)
             # A float32 variance of a batch with a large mean can come out
             # slightly negative; clamp it.
             variance = ops.maximum(variance, 0.0)

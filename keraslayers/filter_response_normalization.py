@@ -152,16 +152,15 @@ class FilterResponseNormalization(keras.layers.Layer):
             ndim=len(input_shape), axes={self._axis: channels}
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        del training  # same function in training and inference
         _utils.check_floating_input(self, inputs)
         x = _utils.cast_for_math(self, inputs)
         rank = len(x.shape)
         axes = [i for i in range(1, rank) if i != self._axis]
-        nu2 = (
-            ops.mean(ops.square(x), axis=axes, keepdims=True)
-            if axes
-            else (ops.square(x))
-        )
+        nu2 = ops.square(x)
+        if axes:
+            nu2 = _utils.mean(nu2, axes, keepdims=True)
         if self.learned_eps is not None:
             eps = self.epsilon + ops.abs(self.learned_eps)
         else:
@@ -250,7 +249,8 @@ class TLU(keras.layers.Layer):
             ndim=len(input_shape), axes={self._axis: channels}
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        del training  # same function in training and inference
         _utils.check_floating_input(self, inputs)
         rank = len(inputs.shape)
         tau = ops.reshape(

@@ -127,7 +127,7 @@ class _GroupWhitening(keras.layers.Layer):
         channels = self._groups * self._size
         flat = ops.reshape(x, (-1, channels))
         if training:
-            mean = ops.mean(flat, axis=0)
+            mean = _utils.mean(flat, [0])
             centered = ops.reshape(flat - mean, (-1, self._groups, self._size))
             count = ops.cast(ops.shape(centered)[0], dtype)
             sigma = ops.einsum("ngi,ngj->gij", centered, centered) / count

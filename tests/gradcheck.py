@@ -79,7 +79,13 @@ def check_gradients(
     ]
 
     def value(xv, wv):
-        return float(keras.ops.convert_to_numpy(loss(xv, wv)))
+        # Explicit float64 tensors: Keras converts a NumPy float64 array
+        # passed to a layer with autocast=False to floatx (float32) on JAX.
+        def f64(a):
+            return keras.ops.convert_to_tensor(a, dtype="float64")
+
+        out = loss(f64(xv), [f64(w) for w in wv])
+        return float(keras.ops.convert_to_numpy(out))
 
     for _ in range(num_directions):
         vx = rng.normal(size=x.shape)
