@@ -1,0 +1,254 @@
+"""DecorrelatedBatchNormalization and IterativeNormalization."""
+
+import keras
+import numpy as np
+import pytest
+
+from keraslayers import DecorrelatedBatchNormalization, IterativeNormalization
+
+from . import oracles
+from .gradcheck import autodiff_gradients, check_gradients
+from .harness import check_layer
+
+LAYERS = [DecorrelatedBatchNormalization, IterativeNormalization]
+
+
+def _batch(shape, seed=0, correlated=True):
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    x = rng.normal(size=shape)
+    if correlated:
+        mix = np.eye(c) + 0.5 * rng.normal(size=(c, c))
+        x = x @ mix + rng.normal(size=c)
+    return x.astype("float32")
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _matrix_fn(layer_cls, num_iterations=5):
+    if layer_cls is DecorrelatedBatchNormalization:
+        return oracles.zca
+    return lambda s: oracles.iternorm_matrix(s, num_iterations)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        ({"group_size": 3}, (16, 6)),
+        ({"group_size": 4}, (4, 3, 3, 8)),
+        ({"group_size": 2, "axis": 1}, (8, 4, 5)),
+        ({"group_size": 64}, (16, 8)),  # one group of all channels
+    ],
+)
+def test_harness(layer_cls, kwargs, shape, tmp_path):
+    check_layer(
+        layer_cls,
+        kwargs,
+        shape,
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=2,
+        tmp_path=tmp_path,
+        run_fresh_process_check=True,
+    )
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize("shape", [(32, 6), (4, 3, 3, 6)])
+def test_matches_paper_over_20_steps(layer_cls, shape):
+    momentum = 0.8
+    layer = layer_cls(group_size=3, momentum=momentum)
+    matrix_fn = _matrix_fn(layer_cls)
+    run_mean = np.zeros(6)
+    run_phi = np.broadcast_to(np.eye(3), (2, 3, 3)).copy()
+    for step in range(20):
+        x = _batch(shape, seed=step)
+        expected, mean, phi = oracles.whiten(x, 3, 1e-5, matrix_fn)
+        np.testing.assert_allclose(
+            _np(layer(x, training=True)), expected, rtol=1e-5, atol=1e-5
+        )
+        run_mean = momentum * run_mean + (1 - momentum) * mean
+        run_phi = momentum * run_phi + (1 - momentum) * phi
+        np.testing.assert_allclose(
+            _np(layer.moving_mean), run_mean, rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            _np(layer.moving_whitening), run_phi, rtol=1e-5, atol=1e-5
+        )
+    x = _batch(shape, seed=99)
+    np.testing.assert_allclose(
+        _np(layer(x, training=False)),
+        oracles.whiten_inference(x, 3, run_mean, run_phi),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_dbn_output_covariance_is_identity_minus_eps_sigma_inverse():
+    eps = 1e-2  # large enough for the εΣ⁻¹ term to be visible
+    x = _batch((256, 8), seed=1)
+    y = _np(
+        DecorrelatedBatchNormalization(group_size=8, epsilon=eps)(
+            x, training=True
+        )
+    )
+    _, _, sigma = oracles.group_covariances(x, 8, eps)
+    cov = np.cov(y.astype(np.float64), rowvar=False, bias=True)
+    expected = np.eye(8) - eps * np.linalg.inv(sigma[0])
+    np.testing.assert_allclose(cov, expected, atol=1e-5)
+    assert np.abs(expected - np.eye(8)).max() > 1e-3
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_group_size_one_equals_batch_norm(layer_cls):
+    x = _batch((8, 3, 3, 5), seed=2)
+    layer = layer_cls(group_size=1, epsilon=1e-3, center=False, scale=False)
+    np.testing.assert_allclose(
+        _np(layer(x, training=True)),
+        oracles.batch_norm(x, 1e-3),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_iternorm_zero_iterations_is_centered_over_root_trace():
+    x = _batch((64, 6), seed=3)
+    layer = IterativeNormalization(group_size=6, num_iterations=0)
+    xc, _, sigma = oracles.group_covariances(x, 6, 1e-5)
+    expected = (xc[0] / np.sqrt(np.trace(sigma[0]))).T
+    np.testing.assert_allclose(
+        _np(layer(x, training=True)), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def _spectrum_batch(eigenvalues, n, seed=0):
+    """A centered batch whose covariance has exactly `eigenvalues`."""
+    rng = np.random.default_rng(seed)
+    m = len(eigenvalues)
+    z = rng.normal(size=(n, m))
+    z -= z.mean(0)
+    z = z @ oracles.zca(z.T @ z / n)  # now z.T z / n = I
+    q, _ = np.linalg.qr(rng.normal(size=(m, m)))
+    return z @ np.diag(np.sqrt(eigenvalues)) @ q.T
+
+
+DEGENERATE = {
+    "covariance c*I": lambda: _spectrum_batch(np.full(8, 4.0), 64),
+    "batch smaller than group": lambda: _batch((4, 8), seed=4),
+    "constant channels": lambda: np.concatenate(
+        [_batch((16, 5), seed=5), np.full((16, 3), 7.0)], axis=1
+    ),
+    "single sample": lambda: _batch((1, 8), seed=6),
+}
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_forward_and_backward_stay_finite_on_degenerate_batches(
+    layer_cls, case
+):
+    x = DEGENERATE[case]().astype("float32")
+    layer = layer_cls(group_size=8)
+    y = _np(layer(x, training=True))
+    assert np.all(np.isfinite(y))
+    gx, gw = autodiff_gradients(
+        layer, x, np.random.default_rng(0).normal(size=x.shape)
+    )
+    assert np.all(np.isfinite(gx))
+    assert all(np.all(np.isfinite(g)) for g in gw)
+    assert np.all(np.isfinite(_np(layer.moving_whitening)))
+
+
+def test_dbn_gradient_is_finite_and_correct_at_repeated_eigenvalues():
+    # Σ = c·I exactly: the textbook eigh backward divides by zero here.
+    x = _spectrum_batch(np.full(4, 2.0), 32, seed=7)
+    layer = DecorrelatedBatchNormalization(group_size=4, dtype="float64")
+    check_gradients(layer, x)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize("shape", [(12, 4), (3, 2, 2, 4)])
+def test_gradients_match_finite_differences(layer_cls, shape):
+    layer = layer_cls(group_size=2, dtype="float64")
+    x = _batch(shape, seed=8).astype("float64")
+    layer(x, training=False)
+    layer.gamma.assign(np.linspace(0.5, 1.5, 4))
+    layer.beta.assign(np.linspace(-0.3, 0.3, 4))
+    check_gradients(layer, x)
+
+
+@pytest.mark.parametrize("num_iterations", [5, 12, 20, 50, 80])
+def test_iternorm_on_ill_conditioned_covariance(num_iterations):
+    # κ(Σ) = 1e4. Measured relative errors of Φ against the exact Σ^{-1/2}:
+    # the paper's iteration P <- 1.5P - 0.5P³Σ_N, even in float64, is off by
+    # 9.3 at T=12 and NaN from T=20; the layer's coupled form (float32) is
+    # at 0.13 at T=12 and at 3e-4 from T=20 on, the float32 floor for κ=1e4.
+    eigenvalues = np.logspace(0, -4, 6) * 10
+    x = _spectrum_batch(eigenvalues, 256, seed=9)
+    _, _, sigma = oracles.group_covariances(x, 6, 1e-5)
+    exact = oracles.zca(sigma)[0]
+    layer = IterativeNormalization(
+        group_size=6, num_iterations=num_iterations, momentum=0.0
+    )
+    y = _np(layer(x.astype("float32"), training=True))
+    assert np.all(np.isfinite(y))
+    phi = _np(layer.moving_whitening)[0]
+    paper = oracles.iternorm_matrix(sigma, num_iterations)[0]
+
+    def rel(a, b):
+        return np.abs(a - b).max() / np.abs(b).max()
+
+    if num_iterations == 5:  # where the paper's form is fine, we equal it
+        assert rel(phi, paper) < 1e-5
+    if num_iterations >= 20:
+        assert rel(phi, exact) < 1e-3
+        assert not np.all(np.isfinite(paper)) or rel(paper, exact) > 1.0
+
+
+def test_mixed_precision_with_inputs_beyond_float16_range():
+    x = 7e4 * (1 + _batch((32, 8), seed=10))
+    for layer_cls in LAYERS:
+        # momentum=0: the running statistics are the last batch's, so the
+        # inference output is normalized too (after a single step with a
+        # slow momentum it legitimately is not, in any precision).
+        layer = layer_cls(group_size=4, momentum=0.0, dtype="mixed_float16")
+        for training in (True, False):
+            y = _np(layer(x, training=training))
+            assert str(y.dtype) == "float16"
+            assert np.all(np.isfinite(y)), (layer_cls.__name__, training)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize(
+    "kwargs, arg",
+    [
+        ({"epsilon": -1e-5}, "epsilon=-1e-05"),
+        ({"epsilon": 0.0}, "epsilon=0.0"),
+        ({"momentum": 2.0}, "momentum=2.0"),
+        ({"group_size": 0}, "group_size=0"),
+        ({"axis": None}, "axis=None"),
+    ],
+)
+def test_rejects_bad_arguments(layer_cls, kwargs, arg):
+    with pytest.raises(ValueError, match=layer_cls.__name__) as info:
+        layer_cls(**kwargs)
+    assert arg in str(info.value)
+
+
+def test_rejects_negative_iterations():
+    with pytest.raises(ValueError, match=r"IterativeNormalization.*=-1"):
+        IterativeNormalization(num_iterations=-1)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_rejects_channels_not_divisible_by_group_size(layer_cls):
+    with pytest.raises(
+        ValueError, match=rf"{layer_cls.__name__}.*\(10\).*group_size=4"
+    ):
+        layer_cls(group_size=4).build((8, 10))
+    with pytest.raises(ValueError, match=r"rank >= 2"):
+        layer_cls(group_size=4).build((8,))
+    with pytest.raises(ValueError, match=r"inputs.dtype='int32'"):
+        layer_cls(group_size=2)(np.ones((4, 4), "int32"))
