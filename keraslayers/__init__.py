@@ -13,6 +13,7 @@ from keraslayers.filter_response_normalization import (
     TLU,
     FilterResponseNormalization,
 )
+from keraslayers.folding import fold_batch_normalization
 from keraslayers.whitening import (
     DecorrelatedBatchNormalization,
     IterativeNormalization,
@@ -28,5 +29,6 @@ __all__ = [
     "IterativeNormalization",
     "LinearRamp",
     "__version__",
+    "fold_batch_normalization",
     "renorm_schedule",
 ]

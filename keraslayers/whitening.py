@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keraslayers import _linalg, _utils
@@ -118,6 +119,23 @@ class _GroupWhitening(keras.layers.Layer):
     def whitening_matrix(self, sigma):
         """Returns Φ ≈ Σ^{-1/2} for a (groups, m, m) batch of covariances."""
         raise NotImplementedError
+
+    def inference_affine(self):
+        """`(A, b)` with `y = A h + b` on each position's channel vector in
+        inference: A = diag(γ)·blockdiag(Φ), b = β − A μ (running Φ, μ).
+        Used by `fold_batch_normalization`."""
+        phi = np.asarray(keras.ops.convert_to_numpy(self.moving_whitening))
+        channels = self._groups * self._size
+        a = np.zeros((channels, channels), phi.dtype)
+        for g in range(self._groups):
+            block = slice(g * self._size, (g + 1) * self._size)
+            a[block, block] = phi[g]
+        if self.scale:
+            a = keras.ops.convert_to_numpy(self.gamma)[:, None] * a
+        b = -a @ keras.ops.convert_to_numpy(self.moving_mean)
+        if self.center:
+            b = b + keras.ops.convert_to_numpy(self.beta)
+        return a, b
 
     def call(self, inputs, training=None):
         _utils.check_floating_input(self, inputs)

@@ -1,0 +1,236 @@
+"""Folding inference-mode normalization into the preceding linear layer."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+_LINEAR = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+)
+# Transposed convolutions store their kernel as (..., out, in); they are
+# subclasses of nothing above, but guard explicitly for readability.
+_EXCLUDED = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+
+
+def inference_affine(layer) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(A, b)` with `y = A h + b` per position in inference, or None.
+
+    A is a per-channel vector (a diagonal map) or a (C, C) matrix. Keras's
+    `BatchNormalization` is read from its weights; keraslayers layers that
+    are affine in inference expose an `inference_affine()` method.
+    """
+    if isinstance(layer, keras.layers.BatchNormalization):
+        c = layer.moving_mean.shape[0]
+        var = keras.ops.convert_to_numpy(layer.moving_variance).astype("f8")
+        mean = keras.ops.convert_to_numpy(layer.moving_mean).astype("f8")
+        scale = 1.0 / np.sqrt(var + layer.epsilon)
+        if layer.scale:
+            scale = scale * keras.ops.convert_to_numpy(layer.gamma)
+        offset = -mean * scale
+        if layer.center:
+            offset = offset + keras.ops.convert_to_numpy(layer.beta)
+        assert scale.shape == (c,)
+        return scale, offset
+    method = getattr(layer, "inference_affine", None)
+    if callable(method):
+        a, b = method()
+        return (
+            keras.ops.convert_to_numpy(a).astype("f8"),
+            keras.ops.convert_to_numpy(b).astype("f8"),
+        )
+    return None
+
+
+def _channel_axis_matches(linear, norm) -> bool:
+    rank = len(linear.output.shape)
+    axis = getattr(norm, "axis", -1)
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            return False
+        axis = axis[0]
+    axis = axis % rank
+    if isinstance(linear, keras.layers.Dense):
+        return axis == rank - 1
+    data_format = getattr(linear, "data_format", "channels_last")
+    return axis == (1 if data_format == "channels_first" else rank - 1)
+
+
+def _foldable_pair(linear, norm) -> bool:
+    return (
+        isinstance(linear, _LINEAR)
+        and not isinstance(linear, _EXCLUDED)
+        and linear.activation in (None, keras.activations.linear)
+        and inference_affine(norm) is not None
+        and _channel_axis_matches(linear, norm)
+    )
+
+
+def _folded_weights(linear, norm) -> list[np.ndarray]:
+    a, b = inference_affine(norm)
+    kernel = keras.ops.convert_to_numpy(linear.kernel).astype("f8")
+    bias = (
+        keras.ops.convert_to_numpy(linear.bias).astype("f8")
+        if linear.use_bias
+        else np.zeros(kernel.shape[-1])
+    )
+    if a.ndim == 1:
+        kernel = kernel * a
+        bias = bias * a + b
+    else:
+        kernel = kernel @ a.T
+        bias = bias @ a.T + b
+    dtype = keras.backend.standardize_dtype(linear.kernel.dtype)
+    return [kernel.astype(dtype), bias.astype(dtype)]
+
+
+def _pairs_in(model) -> list[tuple]:
+    """(linear, norm) pairs where norm's only input is linear's output and
+    nothing else reads that output."""
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+        return [
+            (prev, layer)
+            for prev, layer in zip(layers, layers[1:], strict=False)
+            if _foldable_pair(prev, layer)
+        ]
+    # Walk the graph back from the outputs: every call (node) in this model,
+    # and which nodes read each tensor.
+    nodes, readers, stack = [], {}, list(model.outputs)
+    seen = set()
+    while stack:
+        tensor = stack.pop()
+        op, node_index, _ = tensor._keras_history
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        for t in node.arguments.keras_tensors:
+            readers.setdefault(id(t), []).append(node)
+            stack.append(t)
+    calls = {}
+    for node in nodes:
+        calls.setdefault(id(node.operation), []).append(node)
+    output_ids = {id(t) for t in model.outputs}
+    pairs = []
+    for node in nodes:
+        norm = node.operation
+        tensors = node.arguments.keras_tensors
+        if len(calls[id(norm)]) != 1 or len(tensors) != 1:
+            continue
+        source = tensors[0]
+        linear = source._keras_history.operation
+        if (
+            len(calls.get(id(linear), [])) == 1
+            and len(readers[id(source)]) == 1
+            and id(source) not in output_ids
+            and _foldable_pair(linear, norm)
+        ):
+            pairs.append((linear, norm))
+    return pairs
+
+
+def _linear_with_bias(linear):
+    config = linear.get_config()
+    config["use_bias"] = True
+    config["bias_initializer"] = "zeros"
+    return linear.__class__.from_config(config)
+
+
+def fold_batch_normalization(model: keras.Model) -> keras.Model:
+    """Folds inference-mode normalization layers into the preceding
+    Dense / Conv layer and returns a new model with the same predictions.
+
+    A normalization layer that is affine in inference, `y = A h + b` on
+    each position's channel vector h, is folded when its only input is the
+    output of a `Dense` or `Conv1D/2D/3D` without activation whose output
+    nothing else reads:
+
+    ```
+    kernel' = kernel · Aᵀ   (over the output-channel axis)
+    bias'   = bias · Aᵀ + b
+    ```
+
+    Folded: Keras `BatchNormalization` (also with `renorm=True`),
+    `BatchRenormalization` (A = γ/σ), and the whitening layers
+    `DecorrelatedBatchNormalization` and `IterativeNormalization`
+    (A = diag(γ)·Φ with the running whitening matrix, block-diagonal over
+    groups). Layers that are not affine in inference
+    (`FilterResponseNormalization`, layer or group normalization) and
+    layers whose input is not such a linear layer are kept as they are.
+    The input model is not modified; the result is meant for inference.
+
+    Args:
+        model: a `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        A new model of the same kind without the folded normalization
+        layers.
+
+    Example:
+
+    >>> inference_model = fold_batch_normalization(model)
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(
+            "fold_batch_normalization: expects a built keras Model. "
+            f"Received: model={model!r}"
+        )
+    pairs = _pairs_in(model)
+    folded_norms = {id(norm) for _, norm in pairs}
+    weights = {
+        linear.name: _folded_weights(linear, norm) for linear, norm in pairs
+    }
+
+    if isinstance(model, keras.Sequential):
+        layers = []
+        for layer in model.layers:
+            if id(layer) in folded_norms:
+                continue
+            if layer.name in weights:
+                layers.append(_linear_with_bias(layer))
+            else:
+                layers.append(layer.__class__.from_config(layer.get_config()))
+        new = keras.Sequential(
+            [keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype)]
+            + layers,
+            name=f"{model.name}_folded",
+        )
+    else:
+        skipped = {
+            model_layer.name
+            for model_layer in model.layers
+            if id(model_layer) in folded_norms
+        }
+
+        def clone(layer):
+            if id(layer) in folded_norms:
+                # A stand-in that `call` below never calls, so it does not
+                # end up in the new graph.
+                return keras.layers.Identity(name=layer.name)
+            if layer.name in weights:
+                return _linear_with_bias(layer)
+            return layer.__class__.from_config(layer.get_config())
+
+        def call(layer, *args, **kwargs):
+            if layer.name in skipped:
+                return args[0]
+            return layer(*args, **kwargs)
+
+        new = keras.models.clone_model(
+            model, clone_function=clone, call_function=call
+        )
+    for layer in new.layers:
+        if layer.name in weights:
+            layer.set_weights(weights[layer.name])
+        elif layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return new
