@@ -4,6 +4,7 @@ The layers are written with `keras.ops` only, so they run on every Keras
 backend; the project tests them on TensorFlow and JAX.
 """
 
+from keraslayers.batch_kalman_normalization import BatchKalmanNormalization
 from keraslayers.batch_renormalization import (
     BatchRenormalization,
     LinearRamp,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TLU",
+    "BatchKalmanNormalization",
     "BatchRenormalization",
     "DecorrelatedBatchNormalization",
     "FilterResponseNormalization",

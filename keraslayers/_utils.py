@@ -32,17 +32,17 @@ def check_number(
     """Checks a real hyperparameter and returns it as a Python float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(layer, f"`{arg}` must be a real number.", arg, value)
-    value = float(value)
-    if value != value:  # NaN
+    number = float(value)
+    if number != number:  # NaN
         raise _fail(layer, f"`{arg}` must not be NaN.", arg, value)
     if minimum is not None:
-        if strict_minimum and not value > minimum:
+        if strict_minimum and not number > minimum:
             raise _fail(layer, f"`{arg}` must be > {minimum}.", arg, value)
-        if not strict_minimum and value < minimum:
+        if not strict_minimum and number < minimum:
             raise _fail(layer, f"`{arg}` must be >= {minimum}.", arg, value)
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         raise _fail(layer, f"`{arg}` must be <= {maximum}.", arg, value)
-    return value
+    return number
 
 
 def check_epsilon(layer, value, arg: str = "epsilon") -> float:

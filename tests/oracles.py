@@ -115,3 +115,37 @@ def whiten_inference(x, group_size, mean, phi):
     flat, size, groups = _groups(x, group_size)
     xc = (flat - mean).reshape(-1, groups, size).transpose(1, 2, 0)
     return (phi @ xc).transpose(2, 0, 1).reshape(x.shape)
+
+
+class BatchKalman:
+    """The official BKN code's combination (kalman_norm.py), with the prior
+    taken from the running statistics as the keraslayers layer does."""
+
+    def __init__(self, channels, momentum, epsilon, p, gate_ratio=100.0):
+        self.mean = np.zeros(channels)
+        self.var = np.ones(channels)
+        self.momentum, self.epsilon, self.p = momentum, epsilon, p
+        self.gate_ratio = gate_ratio
+
+    def train_step(self, x):
+        x = np.asarray(x, np.float64)
+        axes = tuple(range(x.ndim - 1))
+        mu_b, var_b = x.mean(axes), x.var(axes)
+        p = self.p
+        mu = p * self.mean + (1 - p) * mu_b
+        var = (
+            p * self.var
+            + (1 - p) * var_b
+            + p * (1 - p) * (mu_b - self.mean) ** 2
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gate = np.mean(self.var / var_b) < self.gate_ratio
+        if not (p > 0 and gate):
+            mu, var = mu_b, var_b
+        m = self.momentum
+        self.mean = m * self.mean + (1 - m) * mu
+        self.var = m * self.var + (1 - m) * var
+        return (x - mu) / np.sqrt(var + self.epsilon)
+
+    def infer(self, x):
+        return (x - self.mean) / np.sqrt(self.var + self.epsilon)

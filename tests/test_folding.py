@@ -11,6 +11,7 @@ NORMS = {
     "keras_bn": lambda: keras.layers.BatchNormalization(),
     "keras_renorm": lambda: keras.layers.BatchNormalization(renorm=True),
     "brn": lambda: keraslayers.BatchRenormalization(),
+    "bkn": lambda: keraslayers.BatchKalmanNormalization(),
     "dbn": lambda: keraslayers.DecorrelatedBatchNormalization(group_size=4),
     "iternorm": lambda: keraslayers.IterativeNormalization(group_size=4),
 }
