@@ -10,11 +10,23 @@ from keraslayers.batch_renormalization import (
     LinearRamp,
     renorm_schedule,
 )
+from keraslayers.export import export_inference_model
 from keraslayers.filter_response_normalization import (
     TLU,
     FilterResponseNormalization,
 )
 from keraslayers.folding import fold_batch_normalization
+from keraslayers.orthogonal import OrthogonalConv2D, OrthogonalDense
+from keraslayers.weight_normalization import (
+    CenteredWeightNormConv2D,
+    CenteredWeightNormDense,
+    WeightNormConv2D,
+    WeightNormDense,
+)
+from keraslayers.weight_standardization import (
+    WeightStandardizedConv2D,
+    WeightStandardizedDense,
+)
 from keraslayers.whitening import (
     DecorrelatedBatchNormalization,
     IterativeNormalization,
@@ -23,6 +35,15 @@ from keraslayers.whitening import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CenteredWeightNormConv2D",
+    "CenteredWeightNormDense",
+    "OrthogonalConv2D",
+    "OrthogonalDense",
+    "WeightNormConv2D",
+    "WeightNormDense",
+    "WeightStandardizedConv2D",
+    "WeightStandardizedDense",
+    "export_inference_model",
     "TLU",
     "BatchKalmanNormalization",
     "BatchRenormalization",

@@ -18,8 +18,7 @@ def _eye_like(a):
     return ops.eye(m, dtype=a.dtype)
 
 
-@ops.custom_gradient
-def inverse_sqrt_eigh(sigma):
+def inverse_sqrt_eigh(sigma, floor=None):
     """Σ^{-1/2} through an eigendecomposition, with a backward pass that is
     finite for repeated eigenvalues.
 
@@ -33,34 +32,42 @@ def inverse_sqrt_eigh(sigma):
     with s = √λ. The closed form of the divided difference has no λ_i − λ_j
     in a denominator, so equal eigenvalues give f'(λ) = −λ^{-3/2}/2 exactly
     and the result does not depend on the basis chosen inside an eigenspace.
-    Eigenvalues are floored at a tiny positive value: Σ includes εI, so any
-    smaller eigenvalue is rounding error.
+    Eigenvalues are floored at `floor` (default: a tiny positive value, for
+    a Σ that already includes εI, where anything smaller is rounding).
     """
-    eigenvalues, eigenvectors = ops.eigh(sigma)
-    tiny = 1e-12 if sigma.dtype == "float64" else 1e-8
-    s = ops.sqrt(ops.maximum(eigenvalues, tiny))
-    u = eigenvectors
-    phi = ops.matmul(u / ops.expand_dims(s, -2), _transpose(u))
+    if floor is None:
+        floor = 1e-12 if sigma.dtype == "float64" else 1e-8
 
-    def grad(*args, upstream=None):
-        if upstream is None:
-            (upstream,) = args
-        g = 0.5 * (upstream + _transpose(upstream))
-        g_rot = ops.matmul(_transpose(u), ops.matmul(g, u))
-        si = ops.expand_dims(s, -1)
-        sj = ops.expand_dims(s, -2)
-        kernel = -1.0 / (si * sj * (si + sj))
-        return ops.matmul(u, ops.matmul(kernel * g_rot, _transpose(u)))
+    @ops.custom_gradient
+    def _inverse_sqrt(sigma):
+        eigenvalues, u = ops.eigh(sigma)
+        s = ops.sqrt(ops.maximum(eigenvalues, floor))
+        phi = ops.matmul(u / ops.expand_dims(s, -2), _transpose(u))
 
-    return phi, grad
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            g = 0.5 * (upstream + _transpose(upstream))
+            g_rot = ops.matmul(_transpose(u), ops.matmul(g, u))
+            si = ops.expand_dims(s, -1)
+            sj = ops.expand_dims(s, -2)
+            kernel = -1.0 / (si * sj * (si + sj))
+            return ops.matmul(u, ops.matmul(kernel * g_rot, _transpose(u)))
+
+        return phi, grad
+
+    return _inverse_sqrt(sigma)
 
 
-def inverse_sqrt_newton(sigma, num_iterations: int):
-    """Approximates Σ^{-1/2} with `num_iterations` Newton steps on Σ/tr Σ.
+def inverse_sqrt_newton(sigma, num_iterations: int, norm: str = "trace"):
+    """Approximates Σ^{-1/2} with `num_iterations` Newton steps on Σ/‖Σ‖.
 
-    Returns `(phi, trace)` with phi ≈ Σ^{-1/2}. In exact arithmetic this is
-    IterNorm's iteration P_{k+1} = 1.5 P_k − 0.5 P_k³ Σ_N, P_0 = I, followed
-    by P_T / √tr Σ. It is evaluated in the coupled (Newton–Schulz) form
+    ‖Σ‖ is the trace (IterNorm) or the Frobenius norm (ONI); either bounds
+    the eigenvalues of Σ_N = Σ/‖Σ‖ by 1, where the iteration converges.
+    Returns `(phi, norm)` with phi ≈ Σ^{-1/2}. In exact arithmetic this is
+    IterNorm's (and ONI's) iteration P_{k+1} = 1.5 P_k − 0.5 P_k³ Σ_N,
+    P_0 = I, followed by P_T / √‖Σ‖. It is evaluated in the coupled
+    (Newton–Schulz) form
 
         T_k = (3I − Z_k Y_k) / 2,  Y_{k+1} = Y_k T_k,  Z_{k+1} = T_k Z_k,
         Y_0 = Σ_N, Z_0 = I,  so that Z_k = P_k and Y_k = Σ_N P_k.
@@ -70,7 +77,10 @@ def inverse_sqrt_newton(sigma, num_iterations: int):
     it diverges for many iterations (NaN). The coupled form is stable for
     any number of steps (Higham, Functions of Matrices, 2008, §6.7).
     """
-    trace = ops.trace(sigma, axis1=-2, axis2=-1)
+    if norm == "trace":
+        trace = ops.trace(sigma, axis1=-2, axis2=-1)
+    else:
+        trace = ops.sqrt(ops.sum(ops.square(sigma), axis=(-2, -1)))
     sigma_n = sigma / ops.reshape(trace, (-1, 1, 1))
     identity = ops.broadcast_to(_eye_like(sigma), ops.shape(sigma))
     y = sigma_n

@@ -1,0 +1,328 @@
+"""Private bases for Dense / Conv2D layers whose kernel is reparameterized.
+
+A layer stores an unconstrained kernel V (weight `kernel`, in Keras's
+layout: (fan_in, units) for Dense, (kh, kw, in / groups, filters) for
+Conv2D) and computes the effective kernel W from it at every call, the way
+Keras's `Dense` exposes `kernel` as a property over `_kernel`. Subclasses
+implement `_reparameterize(v)` on the (units, fan_in) matrix view V of the
+kernel (one row per output unit, the papers' notation), in float32 (or
+float64 for a float64 layer) whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from keraslayers import _utils
+
+
+def _pair(layer, arg, value) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    value = tuple(value)
+    if len(value) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    ):
+        raise ValueError(
+            f"{type(layer).__name__}: `{arg}` must be a positive int or a "
+            f"pair of positive ints. Received: {arg}={value!r}"
+        )
+    return value
+
+
+class _ReparameterizedKernel(keras.layers.Layer):
+    """Shared weights, kernel property, config for Dense and Conv2D."""
+
+    def __init__(
+        self,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        _utils.check_layer_dtype(self)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    # -- to be provided by the layer family ---------------------------------
+    def _build_reparameterization(self, units: int, fan_in: int) -> None:
+        """Creates the family's own weights (gains, scales)."""
+
+    def _reparameterize(self, v):
+        """Maps the (units, fan_in) matrix V to the effective W."""
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------
+    def _kernel_shape(self, input_shape) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _create_kernel(self, input_shape):
+        shape = self._kernel_shape(input_shape)
+        self._kernel = self.add_weight(
+            name="kernel",
+            shape=shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            autocast=False,
+        )
+        units = shape[-1]
+        self._fan_in = math.prod(shape[:-1])
+        self.bias = (
+            self.add_weight(
+                name="bias",
+                shape=(units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+            if self.use_bias
+            else None
+        )
+        self._build_reparameterization(units, self._fan_in)
+
+    def _math(self, x):
+        return _utils.cast_for_math(self, x)
+
+    @property
+    def kernel(self):
+        """The effective kernel W, in the stored kernel's layout."""
+        if not self.built:
+            raise AttributeError(
+                f"{type(self).__name__}: build the layer before reading "
+                "`kernel`."
+            )
+        v = self._math(self._kernel)
+        shape = v.shape
+        matrix = ops.transpose(ops.reshape(v, (-1, shape[-1])))
+        w = self._reparameterize(matrix)
+        return ops.reshape(ops.transpose(w), shape)
+
+    @property
+    def effective_bias(self):
+        """The bias the layer adds (None without bias)."""
+        return self.bias
+
+    def _finish(self, outputs):
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self) -> dict[str, Any]:
+        def ser(obj, kind):
+            return getattr(keras, kind).serialize(obj)
+
+        config = super().get_config()
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": ser(
+                    self.kernel_initializer, "initializers"
+                ),
+                "bias_initializer": ser(self.bias_initializer, "initializers"),
+                "kernel_regularizer": ser(
+                    self.kernel_regularizer, "regularizers"
+                ),
+                "bias_regularizer": ser(self.bias_regularizer, "regularizers"),
+                "activity_regularizer": ser(
+                    self.activity_regularizer, "regularizers"
+                ),
+                "kernel_constraint": ser(self.kernel_constraint, "constraints"),
+                "bias_constraint": ser(self.bias_constraint, "constraints"),
+            }
+        )
+        return config
+
+    def plain_layer_config(self) -> dict[str, Any]:
+        """Config of the plain Keras layer computing the same function."""
+        raise NotImplementedError
+
+
+class ReparameterizedDense(_ReparameterizedKernel):
+    """Base of the reparameterized Dense layers: `y = act(x·W + b)`."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _utils.check_int(self, "units", units, minimum=1)
+
+    def _kernel_shape(self, input_shape):
+        return (input_shape[-1], self.units)
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__}: expects inputs of rank >= 2 with a "
+                f"known last dimension. Received: input_shape="
+                f"{tuple(input_shape)}"
+            )
+        self._create_kernel(input_shape)
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=2, axes={-1: input_shape[-1]}
+        )
+
+    def call(self, inputs, training=None):
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        outputs = ops.matmul(inputs, kernel)
+        if self.bias is not None:
+            outputs = outputs + ops.cast(self.effective_bias, outputs.dtype)
+        return self._finish(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+    def plain_layer_config(self):
+        config = keras.layers.Dense(1).get_config()
+        for key in config:
+            if key in (
+                "units",
+                "activation",
+                "use_bias",
+                "name",
+                "dtype",
+                "trainable",
+            ):
+                config[key] = self.get_config()[key]
+        return config
+
+
+class ReparameterizedConv2D(_ReparameterizedKernel):
+    """Base of the reparameterized Conv2D layers."""
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        strides=(1, 1),
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate=(1, 1),
+        groups: int = 1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _utils.check_int(self, "filters", filters, minimum=1)
+        self.kernel_size = _pair(self, "kernel_size", kernel_size)
+        self.strides = _pair(self, "strides", strides)
+        self.dilation_rate = _pair(self, "dilation_rate", dilation_rate)
+        padding = str(padding).lower()
+        if padding not in ("valid", "same"):
+            raise ValueError(
+                f"{type(self).__name__}: `padding` must be 'valid' or "
+                f"'same'. Received: padding={padding!r}"
+            )
+        self.padding = padding
+        data_format = data_format or keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                f"{type(self).__name__}: unknown `data_format`. Received: "
+                f"data_format={data_format!r}"
+            )
+        self.data_format = data_format
+        self.groups = _utils.check_int(self, "groups", groups, minimum=1)
+        if self.filters % self.groups:
+            raise ValueError(
+                f"{type(self).__name__}: `filters` ({self.filters}) must be "
+                f"divisible by `groups`. Received: groups={groups!r}"
+            )
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def _kernel_shape(self, input_shape):
+        channels = input_shape[self._channel_axis]
+        return (*self.kernel_size, channels // self.groups, self.filters)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[self._channel_axis] is None:
+            raise ValueError(
+                f"{type(self).__name__}: expects rank-4 inputs with a known "
+                f"channel dimension. Received: input_shape="
+                f"{tuple(input_shape)}"
+            )
+        channels = input_shape[self._channel_axis]
+        if channels % self.groups:
+            raise ValueError(
+                f"{type(self).__name__}: the input channels ({channels}) "
+                f"must be divisible by `groups`. Received: groups="
+                f"{self.groups}"
+            )
+        self._create_kernel(input_shape)
+        self.input_spec = keras.layers.InputSpec(
+            ndim=4, axes={self._channel_axis: channels}
+        )
+
+    def call(self, inputs, training=None):
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        outputs = ops.conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+        if self.bias is not None:
+            shape = [1, 1, 1, 1]
+            shape[self._channel_axis] = self.filters
+            bias = ops.cast(self.effective_bias, outputs.dtype)
+            outputs = outputs + ops.reshape(bias, shape)
+        return self._finish(outputs)
+
+    def compute_output_shape(self, input_shape):
+        spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        shape = list(input_shape)
+        for i, axis in enumerate(spatial_axes):
+            n = shape[axis]
+            if n is None:
+                continue
+            if self.padding == "same":
+                shape[axis] = -(-n // self.strides[i])
+            else:
+                span = self.dilation_rate[i] * (self.kernel_size[i] - 1) + 1
+                shape[axis] = (n - span) // self.strides[i] + 1
+        shape[self._channel_axis] = self.filters
+        return tuple(shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+            "groups": self.groups,
+        }
+
+    def plain_layer_config(self):
+        config = keras.layers.Conv2D(1, 1).get_config()
+        own = self.get_config()
+        for key in config:
+            if key in own and not key.endswith(
+                ("initializer", "regularizer", "constraint")
+            ):
+                config[key] = own[key]
+        return config

@@ -1,0 +1,78 @@
+"""Export of weight-reparameterized layers to plain Keras layers."""
+
+from __future__ import annotations
+
+import keras
+
+from keraslayers._kernel_layers import (
+    ReparameterizedConv2D,
+    ReparameterizedDense,
+)
+
+
+def _plain_layer(layer):
+    if isinstance(layer, ReparameterizedDense):
+        config = layer.plain_layer_config()
+        config["use_bias"] = True
+        return keras.layers.Dense.from_config(config)
+    if isinstance(layer, ReparameterizedConv2D):
+        config = layer.plain_layer_config()
+        config["use_bias"] = True
+        return keras.layers.Conv2D.from_config(config)
+    return None
+
+
+def _plain_weights(layer):
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    if layer.bias is None:
+        bias = kernel.sum(axis=tuple(range(kernel.ndim - 1))) * 0.0
+    else:
+        bias = keras.ops.convert_to_numpy(layer.effective_bias)
+    dtype = keras.backend.standardize_dtype(layer._kernel.dtype)
+    return [kernel.astype(dtype), bias.astype(dtype)]
+
+
+def export_inference_model(model: keras.Model) -> keras.Model:
+    """Replaces every weight-normalized layer by the plain Keras layer
+    holding its effective kernel, for inference.
+
+    `WeightNormDense/Conv2D`, `CenteredWeightNormDense/Conv2D`,
+    `OrthogonalDense/Conv2D` and `WeightStandardizedDense/Conv2D` compute
+    their kernel from stored parameters at every call; the exported model
+    holds the result in a `keras.layers.Dense` / `keras.layers.Conv2D`, so
+    it makes the same predictions at the cost of the plain layer and loads
+    without keraslayers (unless other keraslayers layers remain). The
+    input model is not modified.
+
+    Args:
+        model: a built `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        A new model of the same kind.
+
+    Example:
+
+    >>> deployable = export_inference_model(model)
+    >>> deployable.save("model.keras")
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(
+            "export_inference_model: expects a built keras Model. "
+            f"Received: model={model!r}"
+        )
+    weights = {}
+
+    def clone(layer):
+        plain = _plain_layer(layer)
+        if plain is None:
+            return layer.__class__.from_config(layer.get_config())
+        weights[layer.name] = _plain_weights(layer)
+        return plain
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for layer in new.layers:
+        if layer.name in weights:
+            layer.set_weights(weights[layer.name])
+        elif layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return new

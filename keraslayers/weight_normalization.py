@@ -1,0 +1,354 @@
+"""Weight Normalization (Salimans & Kingma, 2016) and Centered Weight
+Normalization (Huang et al., 2017) for Dense and Conv2D."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keraslayers import _utils
+from keraslayers._kernel_layers import (
+    ReparameterizedConv2D,
+    ReparameterizedDense,
+)
+
+
+def _row_norm(v, epsilon):
+    return ops.sqrt(ops.sum(ops.square(v), axis=-1, keepdims=True) + epsilon)
+
+
+class _WeightNormMixin:
+    """w_i = g_i · v_i / ‖v_i‖ per output unit, optional data-dependent
+    initialization of g and the bias on the first training batch."""
+
+    def _init_weight_norm(self, data_init, epsilon):
+        self.data_init = bool(data_init)
+        self.epsilon = _utils.check_number(
+            self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
+        )
+
+    def _build_reparameterization(self, units, fan_in):
+        self.g = self.add_weight(
+            name="g", shape=(units,), initializer="ones", autocast=False
+        )
+        # g starts at ‖v‖, so the effective kernel starts as the
+        # initializer's kernel (its scale, e.g. Glorot's, is kept).
+        v = ops.reshape(self._kernel, (-1, units))
+        self.g.assign(ops.sqrt(ops.sum(ops.square(v), axis=0) + self.epsilon))
+        self.g_offset = self.bias_offset = self.initialized = None
+        if not self.data_init:
+            return
+        if not self.use_bias:
+            raise ValueError(
+                f"{type(self).__name__}: data-dependent initialization sets "
+                "the bias, so it needs `use_bias=True`. Received: "
+                "use_bias=False"
+            )
+        # The data-dependent values are kept as non-trainable offsets added
+        # to the trainable g and bias: gradients are those of the paper's
+        # parameterization, and the update, being to non-trainable state,
+        # persists inside a compiled `fit` step on every backend (the JAX
+        # trainer keeps only non-trainable state from the forward pass).
+        self.g_offset = self.add_weight(
+            name="g_offset",
+            shape=(units,),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
+        self.bias_offset = self.add_weight(
+            name="bias_offset",
+            shape=(units,),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
+        self.initialized = self.add_weight(
+            name="initialized",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
+
+    @property
+    def effective_g(self):
+        g = self._math(self.g)
+        if self.g_offset is not None:
+            g = g + self._math(self.g_offset)
+        return g
+
+    @property
+    def effective_bias(self):
+        if self.bias_offset is None:
+            return self.bias
+        return self._math(self.bias) + self._math(self.bias_offset)
+
+    def _reparameterize(self, v):
+        g = ops.expand_dims(self.effective_g, -1)
+        return g * v / _row_norm(v, self.epsilon)
+
+    def _data_dependent_init(self, inputs):
+        """On the first training batch: g ← 1/σ[t], b ← −μ[t]/σ[t] for
+        t = x·v/‖v‖ (before the activation), so the pre-activations start
+        with zero mean and unit variance per unit."""
+        v = self._math(self._kernel)
+        units = v.shape[-1]
+        norms = ops.sqrt(
+            ops.sum(ops.square(ops.reshape(v, (-1, units))), axis=0)
+            + self.epsilon
+        )
+        x = self._math(inputs)
+        if isinstance(self, ReparameterizedDense):
+            t = ops.matmul(x, v / norms)
+            channel = len(t.shape) - 1
+        else:
+            t = ops.conv(
+                x,
+                v / norms,
+                strides=self.strides,
+                padding=self.padding,
+                data_format=self.data_format,
+                dilation_rate=self.dilation_rate,
+            )
+            channel = 1 if self.data_format == "channels_first" else 3
+        axes = [i for i in range(len(t.shape)) if i != channel]
+        mean, var = _utils.moments(ops.stop_gradient(t), axes)
+        inv_std = ops.rsqrt(var + 1e-6)
+        first = self.initialized < 0.5
+        g = self._math(self.g)
+        bias = self._math(self.bias)
+        dtype = self.g_offset.dtype
+        self.g_offset.assign(
+            ops.cast(
+                ops.where(first, inv_std - g, self._math(self.g_offset)), dtype
+            )
+        )
+        self.bias_offset.assign(
+            ops.cast(
+                ops.where(
+                    first, -mean * inv_std - bias, self._math(self.bias_offset)
+                ),
+                dtype,
+            )
+        )
+        self.initialized.assign(ops.ones((), dtype))
+
+    def call(self, inputs, training=None):
+        if self.data_init and training:
+            self._data_dependent_init(inputs)
+        return super().call(inputs, training=training)
+
+    def _weight_norm_config(self):
+        return {"data_init": self.data_init, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class WeightNormDense(_WeightNormMixin, ReparameterizedDense):
+    """Dense layer with weight normalization: `w = g · v / ‖v‖` per output
+    unit, training the direction v and the length g separately.
+
+    The stored `kernel` weight is v; the `kernel` property is the effective
+    w. g starts at ‖v‖, so the layer starts as the plain layer with the same
+    initializer would. With `data_init=True`, the first training batch
+    instead sets g ← 1/σ[t] and b ← −μ[t]/σ[t] with t = x·v/‖v‖, so that
+    the pre-activations start standardized (the paper's data-dependent
+    initialization); it needs `use_bias=True`.
+
+    Args:
+        units: output dimension, as in `keras.layers.Dense`.
+        data_init: data-dependent initialization on the first training call.
+        epsilon: added to ‖v‖² (> 0), so a zero row stays finite.
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, activity_regularizer,
+        kernel_constraint, bias_constraint: as in `keras.layers.Dense`
+        (the kernel ones apply to the stored v).
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        (..., fan_in). Output: (..., units).
+
+    Reference:
+        - [Salimans & Kingma, 2016](https://arxiv.org/abs/1602.07868), Weight
+          Normalization: A Simple Reparameterization to Accelerate Training
+          of Deep Neural Networks.
+
+    Example:
+
+    >>> layer = WeightNormDense(64, activation="relu", data_init=True)
+    """
+
+    def __init__(
+        self,
+        units: int,
+        data_init: bool = False,
+        epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(units=units, **kwargs)
+        self._init_weight_norm(data_init, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._weight_norm_config()}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class WeightNormConv2D(_WeightNormMixin, ReparameterizedConv2D):
+    """Conv2D layer with weight normalization: `w = g · v / ‖v‖` per output
+    filter (the norm over kernel height, width and input channels).
+
+    Same behaviour and arguments as `WeightNormDense`, with the convolution
+    arguments of `keras.layers.Conv2D` (`filters`, `kernel_size`,
+    `strides`, `padding`, `data_format`, `dilation_rate`, `groups`).
+
+    Input shape:
+        4-D, channels last or first. Output: as `keras.layers.Conv2D`.
+
+    Reference:
+        - [Salimans & Kingma, 2016](https://arxiv.org/abs/1602.07868), Weight
+          Normalization: A Simple Reparameterization to Accelerate Training
+          of Deep Neural Networks.
+
+    Example:
+
+    >>> layer = WeightNormConv2D(32, 3, padding="same")
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        data_init: bool = False,
+        epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
+        self._init_weight_norm(data_init, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._weight_norm_config()}
+
+
+class _CenteredMixin:
+    """w_i = s · (v_i − mean(v_i)) / ‖v_i − mean(v_i)‖ per output unit."""
+
+    def _init_centered(self, scale, learnable_scale, epsilon):
+        self.scale = _utils.check_number(
+            self, "scale", scale, minimum=0.0, strict_minimum=True
+        )
+        self.learnable_scale = bool(learnable_scale)
+        self.epsilon = _utils.check_number(
+            self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
+        )
+
+    def _build_reparameterization(self, units, fan_in):
+        self.scale_weight = (
+            self.add_weight(
+                name="scale",
+                shape=(units,),
+                initializer=keras.initializers.Constant(self.scale),
+                autocast=False,
+            )
+            if self.learnable_scale
+            else None
+        )
+
+    def _reparameterize(self, v):
+        z = v - ops.mean(v, axis=-1, keepdims=True)
+        w = z / _row_norm(z, self.epsilon)
+        if self.scale_weight is not None:
+            return ops.expand_dims(self._math(self.scale_weight), -1) * w
+        return self.scale * w
+
+    def _centered_config(self):
+        return {
+            "scale": self.scale,
+            "learnable_scale": self.learnable_scale,
+            "epsilon": self.epsilon,
+        }
+
+
+_CWN_DOC_TAIL = """
+    The stored `kernel` weight is v; the `kernel` property is the effective
+    w, whose rows (one per output unit) have zero mean and norm `scale`.
+    The scale is fixed at 1.414 (≈ √2, the official code's, suited to ReLU)
+    unless `learnable_scale=True`, which learns one per output unit starting
+    at `scale`. The official code adds 1e-5 to the norm; here ε is added to
+    the squared norm inside the square root, with a default small enough
+    that the unit-norm property holds to float32 precision while a
+    constant (or zero) row still maps to a finite zero row.
+
+    Reference:
+        - [Huang et al., 2017](https://openaccess.thecvf.com/content_iccv_2017/html/Huang_Centered_Weight_Normalization_ICCV_2017_paper.html),
+          Centered Weight Normalization in Accelerating Training of Deep
+          Neural Networks (ICCV 2017).
+"""
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class CenteredWeightNormDense(_CenteredMixin, ReparameterizedDense):
+    """Dense layer with centered weight normalization:
+    `w = s · (v − mean(v)) / ‖v − mean(v)‖` per output unit.
+
+    Args:
+        units: output dimension, as in `keras.layers.Dense`.
+        scale: the scale s (> 0), 1.414 by default.
+        learnable_scale: whether to learn s per output unit.
+        epsilon: added to the squared norm (> 0).
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, activity_regularizer,
+        kernel_constraint, bias_constraint: as in `keras.layers.Dense`.
+        **kwargs: base `Layer` arguments.
+
+    Example:
+
+    >>> layer = CenteredWeightNormDense(64, activation="relu")
+    """
+
+    __doc__ = (__doc__ or "") + _CWN_DOC_TAIL
+
+    def __init__(
+        self,
+        units: int,
+        scale: float = 1.414,
+        learnable_scale: bool = False,
+        epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(units=units, **kwargs)
+        self._init_centered(scale, learnable_scale, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._centered_config()}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class CenteredWeightNormConv2D(_CenteredMixin, ReparameterizedConv2D):
+    """Conv2D layer with centered weight normalization per output filter.
+
+    Arguments as `CenteredWeightNormDense` plus the convolution arguments of
+    `keras.layers.Conv2D`.
+
+    Example:
+
+    >>> layer = CenteredWeightNormConv2D(32, 3, padding="same")
+    """
+
+    __doc__ = (__doc__ or "") + _CWN_DOC_TAIL
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        scale: float = 1.414,
+        learnable_scale: bool = False,
+        epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
+        self._init_centered(scale, learnable_scale, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._centered_config()}

@@ -1,0 +1,131 @@
+"""Weight Standardization (Qiao et al., 2019) and its scaled form from the
+normalizer-free networks (Brock et al., 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keraslayers import _utils
+from keraslayers._kernel_layers import (
+    ReparameterizedConv2D,
+    ReparameterizedDense,
+)
+
+
+class _StandardizedMixin:
+    def _init_standardized(self, scaled, epsilon):
+        self.scaled = bool(scaled)
+        if epsilon is None:
+            epsilon = 1e-4 if self.scaled else 1e-10
+        self.epsilon = _utils.check_number(
+            self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
+        )
+
+    def _build_reparameterization(self, units, fan_in):
+        self.gain = (
+            self.add_weight(
+                name="gain", shape=(units,), initializer="ones", autocast=False
+            )
+            if self.scaled
+            else None
+        )
+
+    def _reparameterize(self, v):
+        mean, var = _utils.moments(v, [1])
+        mean = ops.expand_dims(mean, -1)
+        var = ops.expand_dims(var, -1)
+        if not self.scaled:
+            return (v - mean) * ops.rsqrt(var + self.epsilon)
+        fan_in = v.shape[-1]
+        scale = ops.rsqrt(ops.maximum(var * fan_in, self.epsilon))
+        gain = ops.expand_dims(self._math(self.gain), -1)
+        return gain * (v - mean) * scale
+
+    def _standardized_config(self):
+        return {"scaled": self.scaled, "epsilon": self.epsilon}
+
+
+_DOC = """
+    The stored `kernel` weight is V; the `kernel` property is the effective
+    W, standardized per output unit (over its fan-in):
+
+    ```
+    scaled=False:  W = (V − mean(V)) / √(var(V) + ε)          (WS)
+    scaled=True:   W = gain · (V − mean(V)) / √max(N·var(V), ε)  (scaled WS)
+    ```
+
+    with N the fan-in and a learned `gain` per output unit (init 1). WS
+    gives each filter mean 0 and variance 1; scaled WS gives variance 1/N,
+    which keeps the activations' variance through the layer (the
+    normalizer-free networks' form; their nonlinearity-specific gain can be
+    folded into `gain` or the activation). ε defaults to 1e-10 for WS (so
+    the unit variance holds to float32 precision; a constant filter still
+    maps to a finite zero filter) and to 1e-4 for scaled WS (NF-Nets').
+
+    Args:
+        scaled: use the scaled form with its learned gain.
+        epsilon: see above (> 0); None picks the default for the form.
+        plus the arguments of the corresponding Keras layer.
+
+    Reference:
+        - [Qiao et al., 2019](https://arxiv.org/abs/1903.10520), Micro-Batch
+          Training with Batch-Channel Normalization and Weight
+          Standardization.
+        - [Brock et al., 2021](https://arxiv.org/abs/2101.08692),
+          Characterizing Signal Propagation to Close the Performance Gap in
+          Unnormalized ResNets.
+"""
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class WeightStandardizedDense(_StandardizedMixin, ReparameterizedDense):
+    """Dense layer with weight standardization.
+
+    Example:
+
+    >>> layer = WeightStandardizedDense(64, scaled=True)
+    """
+
+    __doc__ = (__doc__ or "") + _DOC
+
+    def __init__(
+        self,
+        units: int,
+        scaled: bool = False,
+        epsilon: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(units=units, **kwargs)
+        self._init_standardized(scaled, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._standardized_config()}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class WeightStandardizedConv2D(_StandardizedMixin, ReparameterizedConv2D):
+    """Conv2D layer with weight standardization per output filter.
+
+    Example:
+
+    >>> layer = WeightStandardizedConv2D(32, 3, padding="same")
+    """
+
+    __doc__ = (__doc__ or "") + _DOC
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        scaled: bool = False,
+        epsilon: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
+        self._init_standardized(scaled, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._standardized_config()}
