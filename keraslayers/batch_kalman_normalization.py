@@ -216,8 +216,9 @@ class BatchKalmanNormalization(keras.layers.Layer):
             # The gate only selects; no gradient flows through it. A zero
             # batch variance gives an infinite (or NaN) ratio, which fails
             # the test and falls back to the batch statistics.
-            ratio = ops.mean(
-                ops.stop_gradient(prior_var) / ops.stop_gradient(batch_var)
+            ratio = _utils.mean(
+                ops.stop_gradient(prior_var) / ops.stop_gradient(batch_var),
+                [0],
             )
             use_prior = ops.logical_and(p > 0, ratio < self.gate_ratio)
             mean = ops.where(use_prior, mean, batch_mean)

@@ -86,7 +86,7 @@ class _OrthogonalMixin:
 
     def _reparameterize(self, v):
         fan_in = v.shape[-1]
-        z = v - ops.mean(v, axis=-1, keepdims=True)
+        z = v - _utils.mean(v, [1], keepdims=True)
         z = ops.reshape(z, (self._groups, self._size, fan_in))
         s = ops.matmul(z, ops.swapaxes(z, -1, -2))
         if self.orthogonalization == "eigh":

@@ -256,7 +256,7 @@ class _CenteredMixin:
         )
 
     def _reparameterize(self, v):
-        z = v - ops.mean(v, axis=-1, keepdims=True)
+        z = v - _utils.mean(v, [1], keepdims=True)
         w = z / _row_norm(z, self.epsilon)
         if self.scale_weight is not None:
             return ops.expand_dims(self._math(self.scale_weight), -1) * w

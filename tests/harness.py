@@ -235,3 +235,18 @@ def check_save_load(factory, input_shape, tmp_path, fresh_process=False):
             capture_output=True,
         )
         np.testing.assert_array_equal(np.load(out_path), expected)
+
+
+def train_briefly(layer, input_shape, steps: int = 5, seed: int = 0):
+    """Trains a model around `layer` for a few compiled steps (Adam, large
+    learning rate so the weights move far from their initial values)."""
+    model = _model_around(lambda dtype: layer, input_shape)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.05),
+        loss="mse",
+        jit_compile=True,
+    )
+    x = _random_input((steps * input_shape[0], *input_shape[1:]), seed=seed)
+    y = _random_input((len(x), *model.output_shape[1:]), seed=seed + 1)
+    model.fit(x, y, batch_size=input_shape[0], epochs=1, verbose=0)
+    return model
