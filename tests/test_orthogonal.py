@@ -1,0 +1,232 @@
+"""OrthogonalDense / OrthogonalConv2D (OWN by eigh, ONI by Newton)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keraslayers import OrthogonalConv2D, OrthogonalDense
+
+from .gradcheck import autodiff_gradients, check_gradients
+from .harness import check_layer, train_briefly
+
+SCALE = 1.414
+
+
+def _groups(layer):
+    """Effective W as (groups, group_size, fan_in) float64."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    rows = kernel.reshape(-1, kernel.shape[-1]).T
+    return rows.reshape(layer._groups, layer._size, -1)
+
+
+def _centered_groups(layer):
+    kernel = keras.ops.convert_to_numpy(layer._kernel).astype(np.float64)
+    rows = kernel.reshape(-1, kernel.shape[-1]).T
+    rows = rows - rows.mean(1, keepdims=True)
+    return rows.reshape(layer._groups, layer._size, -1)
+
+
+def _polar(z):
+    u, _, vt = np.linalg.svd(z, full_matrices=False)
+    return u @ vt
+
+
+def _oni_singular_values(z, eps, num_iterations):
+    """The closed form: b_T(λ/‖S‖_F)·√(λ − ε)/√‖S‖_F per eigenvalue λ."""
+    s = z @ z.T + eps * np.eye(len(z))
+    norm = np.linalg.norm(s)
+    lam = np.linalg.eigvalsh(s)
+    b = np.ones_like(lam)
+    for _ in range(num_iterations):
+        b = 1.5 * b - 0.5 * b**3 * (lam / norm)
+    return np.sort(b * np.sqrt(np.maximum(lam - eps, 0)) / np.sqrt(norm))
+
+
+CASES = [
+    (OrthogonalDense, {"units": 6}, (8, 12), (8, 6)),
+    (OrthogonalDense, {"units": 12, "group_size": 4}, (8, 5), (8, 12)),
+    (
+        OrthogonalConv2D,
+        {"filters": 8, "kernel_size": 3},
+        (2, 6, 6, 2),
+        (2, 4, 4, 8),
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, shape, out", CASES)
+@pytest.mark.parametrize("method", ["newton", "eigh"])
+def test_harness(cls, kwargs, shape, out, method, tmp_path):
+    check_layer(
+        cls,
+        {**kwargs, "orthogonalization": method},
+        shape,
+        expected_output_shape=out,
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+        run_fresh_process_check=True,
+    )
+
+
+def test_learnable_scale_harness(tmp_path):
+    check_layer(
+        OrthogonalDense,
+        {"units": 4, "learnable_scale": True},
+        (4, 6),
+        expected_output_shape=(4, 4),
+        expected_num_trainable_weights=3,
+        tmp_path=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("cls, kwargs, shape, out", CASES)
+def test_own_is_the_scaled_polar_factor_after_training(cls, kwargs, shape, out):
+    layer = cls(**kwargs, orthogonalization="eigh")
+    train_briefly(layer, shape)
+    w = _groups(layer)
+    eye = np.eye(layer._size)
+    for g in range(layer._groups):
+        np.testing.assert_allclose(w[g] @ w[g].T, SCALE**2 * eye, atol=2e-5)
+        polar = _polar(_centered_groups(layer)[g])
+        np.testing.assert_allclose(w[g], SCALE * polar, atol=2e-5)
+
+
+@pytest.mark.parametrize("cls, kwargs, shape, out", CASES)
+def test_oni_singular_values_follow_the_scalar_newton_map(
+    cls, kwargs, shape, out
+):
+    layer = cls(**kwargs)  # newton, T = 5
+    train_briefly(layer, shape)
+    w = _groups(layer)
+    z = _centered_groups(layer)
+    for g in range(layer._groups):
+        got = np.sort(np.linalg.svd(w[g], compute_uv=False))
+        expected = SCALE * _oni_singular_values(z[g], 1e-5, 5)
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
+    # T = 5 does not orthogonalize fully on a trained kernel: the test above
+    # checks the closed form, not W Wᵀ = I.
+
+
+@pytest.mark.parametrize("num_iterations", [12, 20, 40])
+def test_oni_with_many_iterations_approaches_own(num_iterations):
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(16, 8)).astype("float32")  # 8 rows, fan-in 16
+    oni = OrthogonalDense(8, num_iterations=num_iterations)
+    own = OrthogonalDense(8, orthogonalization="eigh")
+    for layer in (oni, own):
+        layer.build((None, 16))
+        layer._kernel.assign(kernel)
+    w_oni, w_own = _groups(oni)[0], _groups(own)[0]
+    assert np.all(np.isfinite(w_oni))
+    # The paper's uncoupled iteration on the same kernel, in float32,
+    # is what the coupled form replaces.
+    z = _centered_groups(oni)[0].astype(np.float32)
+    s = z @ z.T + np.float32(1e-5) * np.eye(8, dtype=np.float32)
+    s_n = s / np.linalg.norm(s)
+    b = np.eye(8, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        for _ in range(num_iterations):
+            b = 1.5 * b - 0.5 * b @ b @ b @ s_n
+    plain = SCALE * b @ z / np.sqrt(np.linalg.norm(s))
+    plain_error = np.abs(plain - w_own).max()
+    error = np.abs(w_oni - w_own).max()
+    tol = {12: 5e-2, 20: 1e-3, 40: 1e-4}[num_iterations]
+    assert error < tol, error
+    assert not np.isfinite(plain_error) or plain_error > 10 * error
+
+
+@pytest.mark.parametrize("method", ["newton", "eigh"])
+@pytest.mark.parametrize(
+    "cls, kwargs, shape",
+    [
+        (OrthogonalDense, {"units": 4}, (3, 6)),
+        (OrthogonalDense, {"units": 6, "group_size": 3}, (3, 4)),
+        (OrthogonalConv2D, {"filters": 4, "kernel_size": 2}, (2, 3, 3, 2)),
+    ],
+)
+def test_gradients_match_finite_differences(method, cls, kwargs, shape):
+    layer = cls(**kwargs, orthogonalization=method, dtype="float64")
+    x = np.random.default_rng(1).normal(size=shape)
+    check_gradients(layer, x)
+
+
+DEGENERATE = {
+    "orthogonal init": lambda k: keras.initializers.Orthogonal(seed=0)(k.shape),
+    "rank deficient": lambda k: np.repeat(k[:, :1], k.shape[1], axis=1),
+    "zero row": lambda k: np.concatenate(
+        [np.zeros_like(k[:, :1]), k[:, 1:]], axis=1
+    ),
+}
+
+
+@pytest.mark.parametrize("method", ["newton", "eigh"])
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_degenerate_kernels_stay_finite(method, case):
+    layer = OrthogonalDense(4, orthogonalization=method)
+    layer.build((None, 8))
+    kernel = np.random.default_rng(2).normal(size=(8, 4)).astype("float32")
+    layer._kernel.assign(keras.ops.convert_to_numpy(DEGENERATE[case](kernel)))
+    x = np.random.default_rng(3).normal(size=(5, 8)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    gx, gw = autodiff_gradients(layer, x, np.ones((5, 4)))
+    assert np.all(np.isfinite(y))
+    assert np.all(np.isfinite(gx)) and all(np.all(np.isfinite(g)) for g in gw)
+
+
+def test_orthogonal_init_gradient_is_correct_for_own():
+    # S = I exactly: repeated eigenvalues, where eigh's textbook backward
+    # is NaN. (Centering is skipped by using a kernel with zero-mean rows.)
+    layer = OrthogonalDense(4, orthogonalization="eigh", dtype="float64")
+    layer.build((None, 8))
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(8, 8)))
+    rows = q[:4] - q[:4].mean(1, keepdims=True)
+    u, _, vt = np.linalg.svd(rows, full_matrices=False)
+    layer._kernel.assign((u @ vt).T)  # orthonormal, zero-mean rows
+    check_gradients(layer, np.random.default_rng(5).normal(size=(3, 8)))
+
+
+@pytest.mark.parametrize("method", ["newton", "eigh"])
+def test_mixed_precision(method):
+    layer = OrthogonalConv2D(
+        8, 3, orthogonalization=method, dtype="mixed_float16"
+    )
+    x = np.random.default_rng(6).normal(size=(2, 6, 6, 3)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    assert str(y.dtype) == "float16" and np.all(np.isfinite(y))
+    assert keras.backend.standardize_dtype(layer._kernel.dtype) == "float32"
+
+
+@pytest.mark.parametrize(
+    "kwargs, arg",
+    [
+        ({"units": 4, "orthogonalization": "svd"}, "orthogonalization='svd'"),
+        ({"units": 4, "num_iterations": -1}, "num_iterations=-1"),
+        ({"units": 4, "epsilon": 0.0}, "epsilon=0.0"),
+        ({"units": 4, "epsilon": -1e-5}, "epsilon=-1e-05"),
+        ({"units": 4, "group_size": 0}, "group_size=0"),
+    ],
+)
+def test_rejects_bad_arguments(kwargs, arg):
+    with pytest.raises(ValueError, match="OrthogonalDense") as info:
+        OrthogonalDense(**kwargs)
+    assert arg in str(info.value)
+
+
+def test_rejects_group_sizes_that_cannot_work():
+    with pytest.raises(
+        ValueError, match=r"OrthogonalDense.*<= 5.*group_size=8"
+    ):
+        OrthogonalDense(8, group_size=8).build((None, 5))
+    with pytest.raises(
+        ValueError, match=r"OrthogonalDense.*\(6\).*group_size=4"
+    ):
+        OrthogonalDense(6, group_size=4).build((None, 5))
+    with pytest.raises(ValueError, match=r"OrthogonalConv2D.*group_size=32"):
+        OrthogonalConv2D(32, 1, group_size=32).build((None, 4, 4, 3))
+
+
+def test_default_group_size_is_the_largest_divisor_within_fan_in():
+    layer = OrthogonalDense(12)
+    layer.build((None, 5))
+    assert (layer._size, layer._groups) == (4, 3)
