@@ -10,27 +10,45 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install book test lint format lab clean lock
+.PHONY: install book test lint format lab clean lock browser
 
-$(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py
+$(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py \
+		book/jupyterlab_overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -c constraints.txt -e ".[test,book]"
 	install -D -m 644 book/ipython_kernel_config.py \
 		$(VENV)/etc/ipython/ipython_kernel_config.py
+	# JupyterLab opens the chapters' .md files as notebooks (jupytext).
+	install -D -m 644 book/jupyterlab_overrides.json \
+		$(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 install: $(STAMP)
 
+VENDOR := _vendor/.copied
+
+$(VENDOR): $(STAMP) tools/vendor_assets.py
+	$(BIN)/python tools/vendor_assets.py _vendor
+	touch $(VENDOR)
+
 ## The main job: execute the chapters and build the static site (_build/html).
-book: $(STAMP)
-	$(BIN)/jupyter-book build --warningiserror --nitpick --keep-going .
+book: $(STAMP) $(VENDOR)
+	NORMBOOK_STATIC=1 $(BIN)/jupyter-book build --warningiserror --nitpick \
+		--keep-going .
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Debian's Chromium for the browser tests (Playwright never downloads one).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	command -v chromium
+
 ## Everything CI checks: lint, the book build, the suite on both backends.
-test: lint book
+test: lint book browser
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests --ignore=tests/site
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests
 
@@ -43,7 +61,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=book
 
 clean:
-	rm -rf _build
+	rm -rf _build _vendor
 
 ## Re-resolve the dependencies from pyproject.toml into constraints.txt.
 lock:

@@ -64,9 +64,10 @@ class BatchKalmanNormalization(keras.layers.Layer):
             the code uses 0.05 for large batches).
         gate_ratio: the prior is used while mean(σ̂² / σ_B²) is below this.
         center, scale: whether to learn β and γ.
-        beta_initializer, gamma_initializer, moving_mean_initializer,
-        moving_variance_initializer, beta_regularizer, gamma_regularizer,
-        beta_constraint, gamma_constraint: as in `BatchNormalization`.
+        initializers: `beta_initializer`, `gamma_initializer`,
+            `moving_mean_initializer`, `moving_variance_initializer`, as in
+            `BatchNormalization`; likewise `beta_regularizer`,
+            `gamma_regularizer`, `beta_constraint`, `gamma_constraint`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:

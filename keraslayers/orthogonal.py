@@ -162,7 +162,8 @@ _DOC = """
         scale: the scale (> 0), 1.414 by default.
         learnable_scale: whether to learn the scale per output unit.
         epsilon: ONI's ε added to S, OWN's eigenvalue floor (> 0).
-        plus the arguments of the corresponding Keras layer.
+        layer_arguments: those of `keras.layers.Dense` or
+            `keras.layers.Conv2D`.
 
     Reference:
         - [Huang et al., 2018](https://arxiv.org/abs/1709.06079),

@@ -161,10 +161,11 @@ class WeightNormDense(_WeightNormMixin, ReparameterizedDense):
         units: output dimension, as in `keras.layers.Dense`.
         data_init: data-dependent initialization on the first training call.
         epsilon: added to ‖v‖² (> 0), so a zero row stays finite.
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer,
-        kernel_constraint, bias_constraint: as in `keras.layers.Dense`
-        (the kernel ones apply to the stored v).
+        dense_arguments: `activation`, `use_bias`, `kernel_initializer`,
+            `bias_initializer`, `kernel_regularizer`, `bias_regularizer`,
+            `activity_regularizer`, `kernel_constraint`, `bias_constraint`,
+            as in `keras.layers.Dense` (the kernel ones apply to the
+            stored v).
         **kwargs: base `Layer` arguments.
 
     Input shape:
@@ -297,9 +298,11 @@ class CenteredWeightNormDense(_CenteredMixin, ReparameterizedDense):
         scale: the scale s (> 0), 1.414 by default.
         learnable_scale: whether to learn s per output unit.
         epsilon: added to the squared norm (> 0).
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer,
-        kernel_constraint, bias_constraint: as in `keras.layers.Dense`.
+        dense_arguments: `activation`, `use_bias`, `kernel_initializer`,
+            `bias_initializer`, `kernel_regularizer`, `bias_regularizer`,
+            `activity_regularizer`, `kernel_constraint`, `bias_constraint`,
+            as in `keras.layers.Dense` (the kernel ones apply to the
+            stored v).
         **kwargs: base `Layer` arguments.
 
     Example:

@@ -68,7 +68,8 @@ _DOC = """
     Args:
         scaled: use the scaled form with its learned gain.
         epsilon: see above (> 0); None picks the default for the form.
-        plus the arguments of the corresponding Keras layer.
+        layer_arguments: those of `keras.layers.Dense` or
+            `keras.layers.Conv2D`.
 
     Reference:
         - [Qiao et al., 2019](https://arxiv.org/abs/1903.10520), Micro-Batch

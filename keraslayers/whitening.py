@@ -236,8 +236,9 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
             new = momentum · old + (1 − momentum) · batch; the official
             code's 0.1 is momentum=0.9 here).
         center, scale: whether to learn the per-channel β and γ.
-        beta_initializer, gamma_initializer, beta_regularizer,
-        gamma_regularizer, beta_constraint, gamma_constraint: for β and γ.
+        initializers: `beta_initializer`, `gamma_initializer`, and likewise
+            `beta_regularizer`, `gamma_regularizer`, `beta_constraint`,
+            `gamma_constraint`, for β and γ.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -308,8 +309,9 @@ class IterativeNormalization(_GroupWhitening):
     Args:
         group_size: channels per whitened group (default 64, the paper's).
         num_iterations: T, >= 0 (default 5).
-        axis, epsilon, momentum, center, scale, and the β/γ initializers,
-        regularizers and constraints: as in `DecorrelatedBatchNormalization`.
+        others: `axis`, `epsilon`, `momentum`, `center`, `scale` and the
+            β/γ initializers, regularizers and constraints, as in
+            `DecorrelatedBatchNormalization`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
