@@ -357,6 +357,7 @@ def train(
     learning_rate: float = 1e-2,
     optimizer: str = "sgd",
     seed: int = 0,
+    callbacks=None,
 ) -> dict[str, list[float]]:
     """Compiles with XLA and trains; returns the history with per-epoch
     train loss and test accuracy (evaluated in inference mode)."""
@@ -380,6 +381,7 @@ def train(
         epochs=epochs,
         validation_data=(x_test, y_test),
         verbose=0,
+        callbacks=callbacks,
     )
     return {
         "loss": history.history["loss"],
@@ -420,3 +422,77 @@ def plot_curves(results, key: str = "loss", ax=None, title: str = ""):
         ax.set_title(title)
     ax.legend(frameon=False)
     return fig
+
+
+# --------------------------------------------------------------------------
+# Internal covariate shift experiments
+# --------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="normbook")
+class NoisyShift(keras.layers.Layer):
+    """Santurkar et al.'s "noisy BN": in training, every unit's activation
+    is scaled by 1 + s·a and shifted by s·b with a, b ~ N(0, 1) drawn anew
+    at every step, so the layer's output distribution keeps moving (a
+    deliberate covariate shift). Identity in inference."""
+
+    def __init__(self, strength: float = 0.5, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.strength = strength
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.strength == 0:
+            return inputs
+        units = inputs.shape[-1]
+        a = keras.random.normal((units,), seed=self.generator)
+        b = keras.random.normal((units,), seed=self.generator)
+        return inputs * (1 + self.strength * a) + self.strength * b
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "strength": self.strength,
+            "seed": self.seed,
+        }
+
+
+class PreactivationTracker(keras.callbacks.Callback):
+    """Records percentiles of one layer's *input* on a fixed batch every
+    `every` training steps, evaluated as in training (batch statistics)
+    without updating any moving statistics."""
+
+    def __init__(
+        self, layer_name, x, unit=0, every=5, percentiles=(15, 50, 85)
+    ):
+        super().__init__()
+        self.layer_name, self.x, self.unit = layer_name, x, unit
+        self.every, self.percentiles = every, percentiles
+        self.steps, self.values = [], []
+        self._step = 0
+
+    def on_train_begin(self, logs=None):
+        target = self.model.get_layer(self.layer_name).input
+        self.probe = keras.Model(self.model.inputs[0], target)
+        self._record()
+
+    def _record(self):
+        probe = self.probe
+        out, _ = probe.stateless_call(
+            [v.value for v in probe.trainable_variables],
+            [v.value for v in probe.non_trainable_variables],
+            self.x,
+            training=True,
+        )
+        column = keras.ops.convert_to_numpy(out)[:, self.unit]
+        self.steps.append(self._step)
+        self.values.append(np.percentile(column, self.percentiles))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every == 0:
+            self._record()
