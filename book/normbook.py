@@ -496,3 +496,54 @@ class PreactivationTracker(keras.callbacks.Callback):
         self._step += 1
         if self._step % self.every == 0:
             self._record()
+
+
+def vjp(fn, x, cotangent):
+    """⟨cotangent, ∂fn/∂x⟩: the input gradient of sum(fn(x) · cotangent),
+    by the backend's automatic differentiation."""
+    x = keras.ops.convert_to_tensor(np.asarray(x, "float32"))
+    cotangent = np.asarray(cotangent, "float32")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tf.reduce_sum(fn(x) * cotangent)
+        return tape.gradient(value, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: (fn(v) * cotangent).sum())(x))
+    raise NotImplementedError(backend)
+
+
+class BatchStatisticsAccuracy(keras.callbacks.Callback):
+    """Per epoch, the test accuracy when normalization layers use the
+    statistics of each test batch (training-mode forward, no updates), to
+    set beside Keras's own validation accuracy, which uses the moving
+    averages."""
+
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.accuracy = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        correct = 0
+        for start in range(
+            0, len(self.x) - self.batch_size + 1, self.batch_size
+        ):
+            xb = self.x[start : start + self.batch_size]
+            logits, _ = model.stateless_call(
+                trainable, non_trainable, xb, training=True
+            )
+            predicted = keras.ops.convert_to_numpy(logits).argmax(-1)
+            correct += (
+                predicted == self.y[start : start + self.batch_size]
+            ).sum()
+        used = (len(self.x) // self.batch_size) * self.batch_size
+        self.accuracy.append(correct / used)
