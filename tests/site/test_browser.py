@@ -174,15 +174,26 @@ def test_dark_mode_works_offline(browser, site):
     visit = _Visit(browser, site, f"{_toc_documents()[0]}.html")
     try:
         page = visit.page
-        page.evaluate(
-            "() => { document.documentElement.dataset.mode = 'dark';"
-            " document.documentElement.dataset.theme = 'dark'; }"
-        )
-        background = page.evaluate(
-            "() => getComputedStyle(document.body).backgroundColor"
-        )
-        channels = [int(c) for c in background[4:-1].split(",")[:3]]
-        assert sum(channels) < 3 * 100, background  # a dark background
+
+        def theme():
+            return page.evaluate("() => document.documentElement.dataset.theme")
+
+        def background():
+            color = page.evaluate(
+                "() => getComputedStyle(document.body).backgroundColor"
+            )
+            return sum(
+                int(c) for c in color[color.index("(") + 1 : -1].split(",")[:3]
+            )
+
+        light = background()
+        button = page.locator(".theme-switch-button").first
+        for _ in range(3):  # the button cycles light -> dark -> auto
+            if theme() == "dark":
+                break
+            button.click()
+        assert theme() == "dark"
+        assert background() < light and background() < 3 * 100
         assert visit.errors == [] and visit.outside == []
     finally:
         visit.close()
