@@ -530,12 +530,21 @@ class BatchStatisticsAccuracy(keras.callbacks.Callback):
     set beside Keras's own validation accuracy, which uses the moving
     averages."""
 
-    def __init__(self, x, y, batch_size):
+    def __init__(self, x, y, batch_size, every_epoch=True):
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.every_epoch = every_epoch
         self.accuracy = []
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.every_epoch:
+            self._evaluate()
+
+    def on_train_end(self, logs=None):
+        if not self.every_epoch:
+            self._evaluate()
+
+    def _evaluate(self):
         model = self.model
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
