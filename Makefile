@@ -58,7 +58,7 @@ format: $(STAMP)
 
 ## Open the chapters as notebooks (jupytext) with live widgets.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=book
+	$(BIN)/jupyter lab --notebook-dir=book $(if $(SUDO),,--allow-root)
 
 clean:
 	rm -rf _build _vendor
