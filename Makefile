@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install book test lint format lab clean lock browser
+.PHONY: install book test lint format lab clean lock browser bench
 
 $(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py \
 		book/jupyterlab_overrides.json
@@ -51,6 +51,16 @@ browser:
 test: lint book browser
 	KERAS_BACKEND=jax $(BIN)/python -m pytest tests --ignore=tests/site
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests
+
+## Side-by-side cost of every layer, on TF+XLA, TF without XLA and JAX;
+## writes benchmarks/results/{results.json,results.md} (several minutes).
+BENCH := $(BIN)/python -m benchmarks.bench
+RESULTS := benchmarks/results
+bench: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BENCH) --xla on --out $(RESULTS)/tensorflow_xla.json
+	KERAS_BACKEND=tensorflow $(BENCH) --xla off --out $(RESULTS)/tensorflow_noxla.json
+	KERAS_BACKEND=jax $(BENCH) --out $(RESULTS)/jax.json
+	$(BIN)/python -m benchmarks.report $(RESULTS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,489 @@
+"""Side-by-side cost of the normalizers: compiled training steps, ratios to
+baselines measured in the same run.
+
+Each variant is a small model around one layer. Its training step
+(forward, backward, SGD update) is compiled into a loop of `steps` steps
+over one device-resident batch, so neither host-to-device copies nor Python
+overhead enter the timing:
+
+* TensorFlow: a `tf.function` (with `jit_compile=True` for XLA, or without)
+  looping with `tf.range`;
+* JAX: `jax.jit` of a `lax.fori_loop` over the stateless train step.
+
+All variants are compiled and warmed up first, then timed in interleaved
+rounds (every variant once per round), so that drifts of the machine hit
+all of them alike. Reported: the median time per step, its interquartile
+range, and ratios to the baselines of the same process.
+
+Usage (one backend per process; `make bench` runs all three):
+
+    KERAS_BACKEND=tensorflow python -m benchmarks.bench --xla on  --out r.json
+    KERAS_BACKEND=tensorflow python -m benchmarks.bench --xla off --out r.json
+    KERAS_BACKEND=jax        python -m benchmarks.bench --out r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keraslayers  # noqa: E402
+
+
+@keras.saving.register_keras_serializable(package="benchmarks")
+class Affine(keras.layers.Layer):
+    """x·γ + β per channel: the least a layer that reads and writes the
+    tensor must pay."""
+
+    def build(self, input_shape):
+        shape = (input_shape[-1],)
+        self.gamma = self.add_weight(shape=shape, initializer="ones")
+        self.beta = self.add_weight(shape=shape, initializer="zeros")
+
+    def call(self, x):
+        return x * self.gamma + self.beta
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@dataclass
+class Variant:
+    group: str  # which comparison it belongs to
+    name: str
+    build: Callable[[], keras.Model]
+    input_shape: tuple[int, ...]
+    mode: str = "train"  # or "infer"
+
+
+def _around(layers, input_shape):
+    return keras.Sequential([keras.Input(input_shape[1:]), *layers])
+
+
+def activation_variants(conv_shape, dense_shape) -> list[Variant]:
+    out = []
+    for kind, shape in (("conv", conv_shape), ("dense", dense_shape)):
+        c = shape[-1]
+        layers = {
+            "affine": lambda: [Affine()],
+            "keras_bn": lambda: [keras.layers.BatchNormalization()],
+            "keras_gn": lambda c=c: [
+                keras.layers.GroupNormalization(groups=min(32, c))
+            ],
+            "brn": lambda: [keraslayers.BatchRenormalization()],
+            "frn_tlu": lambda shape=shape: [
+                keraslayers.FilterResponseNormalization(
+                    learned_epsilon=len(shape) == 2
+                ),
+                keraslayers.TLU(),
+            ],
+            "bkn": lambda: [keraslayers.BatchKalmanNormalization()],
+            "dbn16": lambda: [
+                keraslayers.DecorrelatedBatchNormalization(group_size=16)
+            ],
+            "iternorm16": lambda: [
+                keraslayers.IterativeNormalization(group_size=16)
+            ],
+        }
+        for name, make in layers.items():
+            out.append(
+                Variant(
+                    f"activation_{kind}",
+                    name,
+                    lambda make=make, shape=shape: _around(make(), shape),
+                    shape,
+                )
+            )
+    return out
+
+
+def whitening_variants(shape) -> list[Variant]:
+    out = []
+    for size in (16, 32, 64):
+        out.append(
+            Variant(
+                "whitening",
+                f"dbn_g{size}",
+                lambda size=size: _around(
+                    [keraslayers.DecorrelatedBatchNormalization(size)], shape
+                ),
+                shape,
+            )
+        )
+        for t in (5, 10):
+            out.append(
+                Variant(
+                    "whitening",
+                    f"iternorm_g{size}_t{t}",
+                    lambda size=size, t=t: _around(
+                        [keraslayers.IterativeNormalization(size, t)], shape
+                    ),
+                    shape,
+                )
+            )
+    return out
+
+
+WEIGHT_LAYERS = {
+    "plain": (keras.layers.Dense, keras.layers.Conv2D, {}),
+    "wn": (keraslayers.WeightNormDense, keraslayers.WeightNormConv2D, {}),
+    "cwn": (
+        keraslayers.CenteredWeightNormDense,
+        keraslayers.CenteredWeightNormConv2D,
+        {},
+    ),
+    "orth_eigh": (
+        keraslayers.OrthogonalDense,
+        keraslayers.OrthogonalConv2D,
+        {"orthogonalization": "eigh"},
+    ),
+    "orth_newton": (
+        keraslayers.OrthogonalDense,
+        keraslayers.OrthogonalConv2D,
+        {"orthogonalization": "newton"},
+    ),
+    "ws": (
+        keraslayers.WeightStandardizedDense,
+        keraslayers.WeightStandardizedConv2D,
+        {},
+    ),
+}
+
+
+def weight_variants(sizes) -> list[Variant]:
+    out = []
+    for size_name, (batch, units, conv_hw, filters) in sizes.items():
+        for name, (dense_cls, conv_cls, kwargs) in WEIGHT_LAYERS.items():
+            dense_shape = (batch, units)
+            out.append(
+                Variant(
+                    f"weight_dense_{size_name}",
+                    name,
+                    lambda c=dense_cls, k=kwargs, u=units, s=dense_shape: (
+                        _around([c(u, **k)], s)
+                    ),
+                    dense_shape,
+                )
+            )
+            # Fewer images for convolutions: XLA's CPU convolutions are
+            # slow, and the kernel-side cost is what differs between the
+            # variants.
+            conv_shape = (max(batch // 16, 2), conv_hw, conv_hw, filters)
+            out.append(
+                Variant(
+                    f"weight_conv_{size_name}",
+                    name,
+                    lambda c=conv_cls, k=kwargs, f=filters, s=conv_shape: (
+                        _around([c(f, 3, padding="same", **k)], s)
+                    ),
+                    conv_shape,
+                )
+            )
+    return out
+
+
+def inference_variants(shape) -> list[Variant]:
+    def bn_model():
+        return _around(
+            [
+                keras.layers.Dense(shape[-1], use_bias=False),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+                keras.layers.Dense(shape[-1]),
+            ],
+            shape,
+        )
+
+    def plain_model():
+        return _around(
+            [
+                keras.layers.Dense(shape[-1]),
+                keras.layers.ReLU(),
+                keras.layers.Dense(shape[-1]),
+            ],
+            shape,
+        )
+
+    def orth_model():
+        return _around(
+            [
+                keraslayers.OrthogonalDense(shape[-1]),
+                keras.layers.ReLU(),
+                keraslayers.OrthogonalDense(shape[-1]),
+            ],
+            shape,
+        )
+
+    return [
+        Variant("inference", "plain", plain_model, shape, "infer"),
+        Variant("inference", "with_bn", bn_model, shape, "infer"),
+        Variant(
+            "inference",
+            "bn_folded",
+            lambda: keraslayers.fold_batch_normalization(bn_model()),
+            shape,
+            "infer",
+        ),
+        Variant("inference", "orthogonal", orth_model, shape, "infer"),
+        Variant(
+            "inference",
+            "orthogonal_exported",
+            lambda: keraslayers.export_inference_model(orth_model()),
+            shape,
+            "infer",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Compiled loops
+# --------------------------------------------------------------------------
+
+
+def _runner(model, x, y, steps, mode, xla):
+    backend = keras.backend.backend()
+    loss_fn = keras.losses.MeanSquaredError()
+    optimizer = keras.optimizers.SGD(1e-3)
+    optimizer.build(model.trainable_variables)
+    if backend == "jax":
+        import jax
+
+        state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in optimizer.variables],
+        )
+
+        def loss_and_state(tv, ntv, x, y):
+            out, ntv = model.stateless_call(tv, ntv, x, training=True)
+            return loss_fn(y, out), ntv
+
+        grad_fn = jax.value_and_grad(loss_and_state, has_aux=True)
+
+        def train_body(i, state):
+            tv, ntv, ov = state
+            (_, ntv), grads = grad_fn(tv, ntv, x, y)
+            tv, ov = optimizer.stateless_apply(ov, grads, tv)
+            return tv, ntv, ov
+
+        def infer_body(i, carry):
+            tv, ntv, acc = carry
+            out, _ = model.stateless_call(tv, ntv, x + acc, training=False)
+            return tv, ntv, acc + 1e-9 * out.mean()
+
+        if mode == "train":
+            run = jax.jit(lambda s: jax.lax.fori_loop(0, steps, train_body, s))
+        else:
+            run = jax.jit(
+                lambda s: jax.lax.fori_loop(
+                    0, steps, infer_body, (s[0], s[1], 0.0)
+                )
+            )
+        x, y = jax.device_put(x), jax.device_put(y)
+
+        def call():
+            nonlocal state
+            result = run(state)
+            jax.block_until_ready(result)
+            if mode == "train":
+                state = result
+
+        return call
+
+    import tensorflow as tf
+
+    xs, ys = tf.constant(x), tf.constant(y)
+    variables = model.trainable_variables
+
+    @tf.function(jit_compile=xla)
+    def train_loop():
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(ys, model(xs, training=True))
+            grads = tape.gradient(loss, variables)
+            optimizer.apply(grads, variables)
+        return loss
+
+    @tf.function(jit_compile=xla)
+    def infer_loop():
+        acc = tf.constant(0.0)
+        for _ in tf.range(steps):
+            # The accumulator makes each step depend on the previous one,
+            # so the loop cannot be collapsed into one evaluation.
+            out = model(xs + acc, training=False)
+            acc = acc + 1e-9 * tf.reduce_mean(out)
+        return acc
+
+    loop = train_loop if mode == "train" else infer_loop
+
+    def call():
+        loop().numpy()
+
+    return call
+
+
+def measure(variants, steps, repeats, xla, warmup=2, log=print):
+    rng = np.random.default_rng(0)
+    runners = []
+    for i, variant in enumerate(variants):
+        keras.utils.set_random_seed(i)
+        model = variant.build()
+        x = rng.normal(size=variant.input_shape).astype("float32")
+        y = rng.normal(size=(variant.input_shape[0], *model.output_shape[1:]))
+        runner = _runner(
+            model, x, y.astype("float32"), steps, variant.mode, xla
+        )
+        for _ in range(warmup):
+            runner()
+        runners.append(runner)
+        log(f"  compiled {variant.group}/{variant.name}")
+    times = [[] for _ in variants]
+    for r in range(repeats):
+        for i, runner in enumerate(runners):
+            start = time.perf_counter()
+            runner()
+            times[i].append((time.perf_counter() - start) / steps)
+        log(f"  round {r + 1}/{repeats} done")
+    results = []
+    for variant, samples in zip(variants, times, strict=True):
+        q = np.percentile(samples, [25, 50, 75])
+        results.append(
+            {
+                "group": variant.group,
+                "name": variant.name,
+                "input_shape": list(variant.input_shape),
+                "mode": variant.mode,
+                "median_ms": float(q[1] * 1e3),
+                "iqr_ms": [float(q[0] * 1e3), float(q[2] * 1e3)],
+                "samples_ms": [float(s * 1e3) for s in samples],
+            }
+        )
+    return results
+
+
+BASELINES = {
+    "activation_conv": "keras_bn",
+    "activation_dense": "keras_bn",
+    "whitening": "dbn_g64",
+    "inference": "plain",
+}
+
+
+def add_ratios(results):
+    by_group = {}
+    for row in results:
+        by_group.setdefault(row["group"], {})[row["name"]] = row
+    for group, rows in by_group.items():
+        baseline = BASELINES.get(group, "plain")
+        base = rows.get(baseline)
+        for row in rows.values():
+            row["baseline"] = baseline
+            row["ratio"] = (
+                row["median_ms"] / base["median_ms"] if base else None
+            )
+    return results
+
+
+def machine_info(xla):
+    backend = keras.backend.backend()
+    info = {
+        "backend": backend,
+        "xla": bool(xla) if backend == "tensorflow" else True,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        gpus = tf.config.list_physical_devices("GPU")
+        info["device"] = "GPU" if gpus else "CPU"
+    else:
+        import jax
+
+        info["jax"] = jax.__version__
+        info["device"] = jax.devices()[0].platform.upper()
+    return info
+
+
+SIZES = {
+    "quick": {
+        "conv": (4, 4, 4, 16),
+        "dense": (8, 32),
+        "whiten": (16, 64),
+        "weights": {"small": (8, 16, 4, 16)},
+        "steps": 2,
+        "repeats": 1,
+    },
+    "full": {
+        "conv": (32, 16, 16, 64),
+        "dense": (256, 512),
+        "whiten": (512, 256),
+        "weights": {
+            "small": (128, 64, 8, 16),
+            "medium": (128, 256, 16, 64),
+            "large": (128, 512, 16, 128),
+        },
+        "steps": 10,
+        "repeats": 5,
+    },
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--xla", choices=["on", "off"], default="on")
+    parser.add_argument("--size", choices=list(SIZES), default="full")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    xla = args.xla == "on"
+    variants = (
+        activation_variants(size["conv"], size["dense"])
+        + whitening_variants(size["whiten"])
+        + weight_variants(size["weights"])
+        + inference_variants(size["dense"])
+    )
+    info = machine_info(xla)
+    print(
+        f"benchmark: {info['backend']} xla={info['xla']} on "
+        f"{info['device']}, {len(variants)} variants",
+        flush=True,
+    )
+    results = add_ratios(
+        measure(
+            variants,
+            size["steps"],
+            size["repeats"],
+            xla,
+            log=lambda m: print(m, flush=True),
+        )
+    )
+    payload = {
+        "machine": info,
+        "steps": size["steps"],
+        "repeats": size["repeats"],
+        "results": results,
+    }
+    with open(args.out, "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
