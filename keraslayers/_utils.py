@@ -162,3 +162,64 @@ def math_dtype(layer) -> str:
 
 def cast_for_math(layer, x):
     return ops.cast(x, math_dtype(layer))
+
+
+def serialize(obj, kind: str):
+    """Serializes an initializer / regularizer / constraint for get_config."""
+    return getattr(keras, kind).serialize(obj)
+
+
+class AffineMixin:
+    """The per-channel γ (scale) and β (offset) shared by the activation
+    normalizers: arguments, weights and config entries."""
+
+    def _init_affine(
+        self,
+        center,
+        scale,
+        beta_initializer,
+        gamma_initializer,
+        beta_regularizer,
+        gamma_regularizer,
+        beta_constraint,
+        gamma_constraint,
+    ) -> None:
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+
+    def _build_affine(self, channels: int) -> None:
+        def weight(name, on):
+            if not on:
+                return None
+            return self.add_weight(
+                name=name,
+                shape=(channels,),
+                initializer=getattr(self, f"{name}_initializer"),
+                regularizer=getattr(self, f"{name}_regularizer"),
+                constraint=getattr(self, f"{name}_constraint"),
+                autocast=False,
+            )
+
+        # Created in this order (γ, then β) so saved files keep their layout.
+        self.gamma = weight("gamma", self.scale)
+        self.beta = weight("beta", self.center)
+
+    def _affine_config(self) -> dict:
+        config = {"center": self.center, "scale": self.scale}
+        for name in ("beta", "gamma"):
+            config[f"{name}_initializer"] = serialize(
+                getattr(self, f"{name}_initializer"), "initializers"
+            )
+            config[f"{name}_regularizer"] = serialize(
+                getattr(self, f"{name}_regularizer"), "regularizers"
+            )
+            config[f"{name}_constraint"] = serialize(
+                getattr(self, f"{name}_constraint"), "constraints"
+            )
+        return config

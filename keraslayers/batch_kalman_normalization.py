@@ -11,7 +11,7 @@ from keraslayers import _utils
 
 
 @keras.saving.register_keras_serializable(package="keraslayers")
-class BatchKalmanNormalization(keras.layers.Layer):
+class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
     """Batch Kalman Normalization: batch statistics combined with a prior
     estimate, so that tiny batches are normalized with steadier statistics.
 
@@ -123,50 +123,29 @@ class BatchKalmanNormalization(keras.layers.Layer):
         self.gate_ratio = _utils.check_number(
             self, "gate_ratio", gate_ratio, minimum=0.0, strict_minimum=True
         )
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self._init_affine(
+            center,
+            scale,
+            beta_initializer,
+            gamma_initializer,
+            beta_regularizer,
+            gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
+        )
         self.moving_mean_initializer = keras.initializers.get(
             moving_mean_initializer
         )
         self.moving_variance_initializer = keras.initializers.get(
             moving_variance_initializer
         )
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
         self.autocast = False  # see BatchRenormalization
 
     def build(self, input_shape):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)
         channels = input_shape[self._axis]
         shape = (channels,)
-        self.gamma = (
-            self.add_weight(
-                name="gamma",
-                shape=shape,
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                autocast=False,
-            )
-            if self.scale
-            else None
-        )
-        self.beta = (
-            self.add_weight(
-                name="beta",
-                shape=shape,
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                autocast=False,
-            )
-            if self.center
-            else None
-        )
+        self._build_affine(channels)
         self.moving_mean = self.add_weight(
             name="moving_mean",
             shape=shape,
@@ -250,28 +229,19 @@ class BatchKalmanNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        def ser(obj, kind):
-            return getattr(keras, kind).serialize(obj)
-
+        ser = _utils.serialize
         return {
             **super().get_config(),
+            **self._affine_config(),
             "axis": self.axis,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "prior_weight": self.prior_weight,
             "gate_ratio": self.gate_ratio,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": ser(self.beta_initializer, "initializers"),
-            "gamma_initializer": ser(self.gamma_initializer, "initializers"),
             "moving_mean_initializer": ser(
                 self.moving_mean_initializer, "initializers"
             ),
             "moving_variance_initializer": ser(
                 self.moving_variance_initializer, "initializers"
             ),
-            "beta_regularizer": ser(self.beta_regularizer, "regularizers"),
-            "gamma_regularizer": ser(self.gamma_regularizer, "regularizers"),
-            "beta_constraint": ser(self.beta_constraint, "constraints"),
-            "gamma_constraint": ser(self.gamma_constraint, "constraints"),
         }

@@ -104,7 +104,7 @@ def _deserialize_limit(value):
 
 
 @keras.saving.register_keras_serializable(package="keraslayers")
-class BatchRenormalization(keras.layers.Layer):
+class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
     """Batch Renormalization: batch statistics corrected towards the moving
     ones, so that training and inference compute the same function.
 
@@ -201,20 +201,22 @@ class BatchRenormalization(keras.layers.Layer):
         self.epsilon = _utils.check_epsilon(self, epsilon)
         self.r_max = self._check_limit("r_max", r_max, minimum=1.0)
         self.d_max = self._check_limit("d_max", d_max, minimum=0.0)
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self._init_affine(
+            center,
+            scale,
+            beta_initializer,
+            gamma_initializer,
+            beta_regularizer,
+            gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
+        )
         self.moving_mean_initializer = keras.initializers.get(
             moving_mean_initializer
         )
         self.moving_stddev_initializer = keras.initializers.get(
             moving_stddev_initializer
         )
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
         # Inputs are cast to float32 inside `call` instead of by the base
         # layer: under mixed_float16 a float32 input above float16's range
         # would otherwise become inf before normalization.
@@ -243,30 +245,7 @@ class BatchRenormalization(keras.layers.Layer):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)
         channels = input_shape[self._axis]
         shape = (channels,)
-        self.gamma = (
-            self.add_weight(
-                name="gamma",
-                shape=shape,
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                autocast=False,
-            )
-            if self.scale
-            else None
-        )
-        self.beta = (
-            self.add_weight(
-                name="beta",
-                shape=shape,
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                autocast=False,
-            )
-            if self.center
-            else None
-        )
+        self._build_affine(channels)
         self.moving_mean = self.add_weight(
             name="moving_mean",
             shape=shape,
@@ -363,27 +342,12 @@ class BatchRenormalization(keras.layers.Layer):
         ser = keras.initializers.serialize
         return {
             **super().get_config(),
+            **self._affine_config(),
             "axis": self.axis,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "r_max": _serialize_limit(self.r_max),
             "d_max": _serialize_limit(self.d_max),
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": ser(self.beta_initializer),
-            "gamma_initializer": ser(self.gamma_initializer),
             "moving_mean_initializer": ser(self.moving_mean_initializer),
             "moving_stddev_initializer": ser(self.moving_stddev_initializer),
-            "beta_regularizer": keras.regularizers.serialize(
-                self.beta_regularizer
-            ),
-            "gamma_regularizer": keras.regularizers.serialize(
-                self.gamma_regularizer
-            ),
-            "beta_constraint": keras.constraints.serialize(
-                self.beta_constraint
-            ),
-            "gamma_constraint": keras.constraints.serialize(
-                self.gamma_constraint
-            ),
         }

@@ -11,12 +11,8 @@ from keras import ops
 from keraslayers import _utils
 
 
-def _ser(obj, kind):
-    return getattr(keras, kind).serialize(obj)
-
-
 @keras.saving.register_keras_serializable(package="keraslayers")
-class FilterResponseNormalization(keras.layers.Layer):
+class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
     """Filter Response Normalization: per sample and channel, divide by the
     root mean square over the non-channel axes; no centering, no batch
     statistics.
@@ -98,44 +94,23 @@ class FilterResponseNormalization(keras.layers.Layer):
                 "`learned_epsilon=True` (an all-zero channel would divide by "
                 f"zero). Received: epsilon={epsilon!r}"
             )
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        self._init_affine(
+            center,
+            scale,
+            beta_initializer,
+            gamma_initializer,
+            beta_regularizer,
+            gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
+        )
         # See BatchRenormalization: inputs are cast to float32 in `call`.
         self.autocast = False
 
     def build(self, input_shape):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)
         channels = input_shape[self._axis]
-        self.gamma = (
-            self.add_weight(
-                name="gamma",
-                shape=(channels,),
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                autocast=False,
-            )
-            if self.scale
-            else None
-        )
-        self.beta = (
-            self.add_weight(
-                name="beta",
-                shape=(channels,),
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                autocast=False,
-            )
-            if self.center
-            else None
-        )
+        self._build_affine(channels)
         self.learned_eps = (
             self.add_weight(
                 name="learned_epsilon",
@@ -179,18 +154,11 @@ class FilterResponseNormalization(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
+            **self._affine_config(),
             "axis": self.axis,
             "epsilon": self.epsilon,
             "learned_epsilon": self.learned_epsilon,
             "learned_epsilon_init": self.learned_epsilon_init,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": _ser(self.beta_initializer, "initializers"),
-            "gamma_initializer": _ser(self.gamma_initializer, "initializers"),
-            "beta_regularizer": _ser(self.beta_regularizer, "regularizers"),
-            "gamma_regularizer": _ser(self.gamma_regularizer, "regularizers"),
-            "beta_constraint": _ser(self.beta_constraint, "constraints"),
-            "gamma_constraint": _ser(self.gamma_constraint, "constraints"),
         }
 
 
@@ -266,7 +234,13 @@ class TLU(keras.layers.Layer):
         return {
             **super().get_config(),
             "axis": self.axis,
-            "tau_initializer": _ser(self.tau_initializer, "initializers"),
-            "tau_regularizer": _ser(self.tau_regularizer, "regularizers"),
-            "tau_constraint": _ser(self.tau_constraint, "constraints"),
+            "tau_initializer": _utils.serialize(
+                self.tau_initializer, "initializers"
+            ),
+            "tau_regularizer": _utils.serialize(
+                self.tau_regularizer, "regularizers"
+            ),
+            "tau_constraint": _utils.serialize(
+                self.tau_constraint, "constraints"
+            ),
         }

@@ -12,7 +12,7 @@ from keras import ops
 from keraslayers import _linalg, _utils
 
 
-class _GroupWhitening(keras.layers.Layer):
+class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
     """Shared machinery: grouping, centering, covariance, running
     statistics, affine. Subclasses give the whitening matrix of Σ."""
 
@@ -45,14 +45,16 @@ class _GroupWhitening(keras.layers.Layer):
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
         self.momentum = _utils.check_momentum(self, momentum)
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        self._init_affine(
+            center,
+            scale,
+            beta_initializer,
+            gamma_initializer,
+            beta_regularizer,
+            gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
+        )
         # Inputs are cast to the math dtype in `call` (float32, or float64
         # for a float64 layer), not by the base layer: see
         # BatchRenormalization.
@@ -71,30 +73,7 @@ class _GroupWhitening(keras.layers.Layer):
             )
         self._size = size
         self._groups = channels // size
-        self.gamma = (
-            self.add_weight(
-                name="gamma",
-                shape=(channels,),
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                autocast=False,
-            )
-            if self.scale
-            else None
-        )
-        self.beta = (
-            self.add_weight(
-                name="beta",
-                shape=(channels,),
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                autocast=False,
-            )
-            if self.center
-            else None
-        )
+        self._build_affine(channels)
         self.moving_mean = self.add_weight(
             name="moving_mean",
             shape=(channels,),
@@ -179,23 +158,13 @@ class _GroupWhitening(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        def ser(obj, kind):
-            return getattr(keras, kind).serialize(obj)
-
         return {
             **super().get_config(),
+            **self._affine_config(),
             "group_size": self.group_size,
             "axis": self.axis,
             "epsilon": self.epsilon,
             "momentum": self.momentum,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": ser(self.beta_initializer, "initializers"),
-            "gamma_initializer": ser(self.gamma_initializer, "initializers"),
-            "beta_regularizer": ser(self.beta_regularizer, "regularizers"),
-            "gamma_regularizer": ser(self.gamma_regularizer, "regularizers"),
-            "beta_constraint": ser(self.beta_constraint, "constraints"),
-            "gamma_constraint": ser(self.gamma_constraint, "constraints"),
         }
 
 
