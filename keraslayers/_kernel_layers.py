@@ -156,6 +156,39 @@ class _ReparameterizedKernel(keras.layers.Layer):
         raise NotImplementedError
 
 
+class ScaleMixin:
+    """The scale of CWN and orthogonal layers: a fixed number (1.414 in
+    the official code) or, with `learnable_scale`, one weight per output
+    unit starting there."""
+
+    def _init_scale(self, scale, learnable_scale) -> None:
+        self.scale = _utils.check_number(
+            self, "scale", scale, minimum=0.0, strict_minimum=True
+        )
+        self.learnable_scale = bool(learnable_scale)
+
+    def _build_scale(self, units: int) -> None:
+        self.scale_weight = (
+            self.add_weight(
+                name="scale",
+                shape=(units,),
+                initializer=keras.initializers.Constant(self.scale),
+                autocast=False,
+            )
+            if self.learnable_scale
+            else None
+        )
+
+    def _apply_scale(self, w):
+        """Multiplies the rows of the (units, fan_in) matrix `w`."""
+        if self.scale_weight is not None:
+            return ops.expand_dims(self._math(self.scale_weight), -1) * w
+        return self.scale * w
+
+    def _scale_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "learnable_scale": self.learnable_scale}
+
+
 class ReparameterizedDense(_ReparameterizedKernel):
     """Base of the reparameterized Dense layers: `y = act(x·W + b)`."""
 

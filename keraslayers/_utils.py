@@ -169,6 +169,17 @@ def serialize(obj, kind: str):
     return getattr(keras, kind).serialize(obj)
 
 
+def add_statistic(layer, name: str, shape, initializer="zeros"):
+    """A non-trainable float32 statistic (moving mean, variance, ...)."""
+    return layer.add_weight(
+        name=name,
+        shape=shape,
+        initializer=initializer,
+        trainable=False,
+        autocast=False,
+    )
+
+
 class AffineMixin:
     """The per-channel γ (scale) and β (offset) shared by the activation
     normalizers: arguments, weights and config entries."""

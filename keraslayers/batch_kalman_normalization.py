@@ -146,19 +146,11 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
         channels = input_shape[self._axis]
         shape = (channels,)
         self._build_affine(channels)
-        self.moving_mean = self.add_weight(
-            name="moving_mean",
-            shape=shape,
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
+        self.moving_mean = _utils.add_statistic(
+            self, "moving_mean", shape, self.moving_mean_initializer
         )
-        self.moving_variance = self.add_weight(
-            name="moving_variance",
-            shape=shape,
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
+        self.moving_variance = _utils.add_statistic(
+            self, "moving_variance", shape, self.moving_variance_initializer
         )
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self._axis: channels}

@@ -246,19 +246,11 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         channels = input_shape[self._axis]
         shape = (channels,)
         self._build_affine(channels)
-        self.moving_mean = self.add_weight(
-            name="moving_mean",
-            shape=shape,
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
+        self.moving_mean = _utils.add_statistic(
+            self, "moving_mean", shape, self.moving_mean_initializer
         )
-        self.moving_stddev = self.add_weight(
-            name="moving_stddev",
-            shape=shape,
-            initializer=self.moving_stddev_initializer,
-            trainable=False,
-            autocast=False,
+        self.moving_stddev = _utils.add_statistic(
+            self, "moving_stddev", shape, self.moving_stddev_initializer
         )
         self.step = (
             self.add_weight(

@@ -12,6 +12,7 @@ from keraslayers import _linalg, _utils
 from keraslayers._kernel_layers import (
     ReparameterizedConv2D,
     ReparameterizedDense,
+    ScaleMixin,
 )
 
 ORTHOGONALIZATIONS = ("newton", "eigh")
@@ -22,7 +23,7 @@ def default_group_size(units: int, fan_in: int) -> int:
     return max(d for d in range(1, min(units, fan_in) + 1) if units % d == 0)
 
 
-class _OrthogonalMixin:
+class _OrthogonalMixin(ScaleMixin):
     """Rows of each group of `group_size` output units made orthonormal."""
 
     def _init_orthogonal(
@@ -49,10 +50,7 @@ class _OrthogonalMixin:
             if group_size is None
             else _utils.check_int(self, "group_size", group_size, minimum=1)
         )
-        self.scale = _utils.check_number(
-            self, "scale", scale, minimum=0.0, strict_minimum=True
-        )
-        self.learnable_scale = bool(learnable_scale)
+        self._init_scale(scale, learnable_scale)
         self.epsilon = _utils.check_number(
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
@@ -73,16 +71,7 @@ class _OrthogonalMixin:
             )
         self._size = size
         self._groups = units // size
-        self.scale_weight = (
-            self.add_weight(
-                name="scale",
-                shape=(units,),
-                initializer=keras.initializers.Constant(self.scale),
-                autocast=False,
-            )
-            if self.learnable_scale
-            else None
-        )
+        self._build_scale(units)
 
     def _reparameterize(self, v):
         fan_in = v.shape[-1]
@@ -107,18 +96,14 @@ class _OrthogonalMixin:
             w = 1.5 * w - 0.5 * ops.matmul(
                 ops.matmul(w, ops.swapaxes(w, -1, -2)), w
             )
-        w = ops.reshape(w, (-1, fan_in))
-        if self.scale_weight is not None:
-            return ops.expand_dims(self._math(self.scale_weight), -1) * w
-        return self.scale * w
+        return self._apply_scale(ops.reshape(w, (-1, fan_in)))
 
     def _orthogonal_config(self):
         return {
             "orthogonalization": self.orthogonalization,
             "num_iterations": self.num_iterations,
             "group_size": self.group_size,
-            "scale": self.scale,
-            "learnable_scale": self.learnable_scale,
+            **self._scale_config(),
             "epsilon": self.epsilon,
         }
 

@@ -12,6 +12,7 @@ from keraslayers import _utils
 from keraslayers._kernel_layers import (
     ReparameterizedConv2D,
     ReparameterizedDense,
+    ScaleMixin,
 )
 
 
@@ -232,43 +233,24 @@ class WeightNormConv2D(_WeightNormMixin, ReparameterizedConv2D):
         return {**super().get_config(), **self._weight_norm_config()}
 
 
-class _CenteredMixin:
+class _CenteredMixin(ScaleMixin):
     """w_i = s · (v_i − mean(v_i)) / ‖v_i − mean(v_i)‖ per output unit."""
 
     def _init_centered(self, scale, learnable_scale, epsilon):
-        self.scale = _utils.check_number(
-            self, "scale", scale, minimum=0.0, strict_minimum=True
-        )
-        self.learnable_scale = bool(learnable_scale)
+        self._init_scale(scale, learnable_scale)
         self.epsilon = _utils.check_number(
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
 
     def _build_reparameterization(self, units, fan_in):
-        self.scale_weight = (
-            self.add_weight(
-                name="scale",
-                shape=(units,),
-                initializer=keras.initializers.Constant(self.scale),
-                autocast=False,
-            )
-            if self.learnable_scale
-            else None
-        )
+        self._build_scale(units)
 
     def _reparameterize(self, v):
         z = v - _utils.mean(v, [1], keepdims=True)
-        w = z / _row_norm(z, self.epsilon)
-        if self.scale_weight is not None:
-            return ops.expand_dims(self._math(self.scale_weight), -1) * w
-        return self.scale * w
+        return self._apply_scale(z / _row_norm(z, self.epsilon))
 
     def _centered_config(self):
-        return {
-            "scale": self.scale,
-            "learnable_scale": self.learnable_scale,
-            "epsilon": self.epsilon,
-        }
+        return {**self._scale_config(), "epsilon": self.epsilon}
 
 
 _CWN_DOC_TAIL = """

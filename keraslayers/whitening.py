@@ -74,22 +74,17 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         self._size = size
         self._groups = channels // size
         self._build_affine(channels)
-        self.moving_mean = self.add_weight(
-            name="moving_mean",
-            shape=(channels,),
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
+        self.moving_mean = _utils.add_statistic(
+            self, "moving_mean", (channels,), "zeros"
         )
         eye = ops.eye(size)
-        self.moving_whitening = self.add_weight(
-            name="moving_whitening",
-            shape=(self._groups, size, size),
-            initializer=lambda shape, dtype=None: ops.cast(
+        self.moving_whitening = _utils.add_statistic(
+            self,
+            "moving_whitening",
+            (self._groups, size, size),
+            lambda shape, dtype=None: ops.cast(
                 ops.broadcast_to(eye, shape), dtype
             ),
-            trainable=False,
-            autocast=False,
         )
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self._axis: channels}
