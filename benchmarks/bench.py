@@ -28,9 +28,13 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -70,6 +74,15 @@ def _around(layers, input_shape):
     return keras.Sequential([keras.Input(input_shape[1:]), *layers])
 
 
+def _after_affine(layers, input_shape):
+    """The layers behind an `Affine`: a trainable layer in front makes the
+    step compute the gradient with respect to the normalizer's input, as
+    in any real network (without it the backward pass through the
+    normalization is pruned away, and BN's costliest part goes unmeasured).
+    """
+    return _around([Affine(), *layers], input_shape)
+
+
 def activation_variants(conv_shape, dense_shape) -> list[Variant]:
     out = []
     for kind, shape in (("conv", conv_shape), ("dense", dense_shape)):
@@ -81,6 +94,11 @@ def activation_variants(conv_shape, dense_shape) -> list[Variant]:
                 keras.layers.GroupNormalization(groups=min(32, c))
             ],
             "brn": lambda: [keraslayers.BatchRenormalization()],
+            "frn": lambda shape=shape: [
+                keraslayers.FilterResponseNormalization(
+                    learned_epsilon=len(shape) == 2
+                )
+            ],
             "frn_tlu": lambda shape=shape: [
                 keraslayers.FilterResponseNormalization(
                     learned_epsilon=len(shape) == 2
@@ -100,7 +118,7 @@ def activation_variants(conv_shape, dense_shape) -> list[Variant]:
                 Variant(
                     f"activation_{kind}",
                     name,
-                    lambda make=make, shape=shape: _around(make(), shape),
+                    lambda make=make, shape=shape: _after_affine(make(), shape),
                     shape,
                 )
             )
@@ -114,7 +132,7 @@ def whitening_variants(shape) -> list[Variant]:
             Variant(
                 "whitening",
                 f"dbn_g{size}",
-                lambda size=size: _around(
+                lambda size=size: _after_affine(
                     [keraslayers.DecorrelatedBatchNormalization(size)], shape
                 ),
                 shape,
@@ -125,7 +143,7 @@ def whitening_variants(shape) -> list[Variant]:
                 Variant(
                     "whitening",
                     f"iternorm_g{size}_t{t}",
-                    lambda size=size, t=t: _around(
+                    lambda size=size, t=t: _after_affine(
                         [keraslayers.IterativeNormalization(size, t)], shape
                     ),
                     shape,
@@ -250,7 +268,10 @@ def inference_variants(shape) -> list[Variant]:
 # --------------------------------------------------------------------------
 
 
-def _runner(model, x, y, steps, mode, xla):
+def _runner(model, x, y, mode, xla):
+    """A callable `run(n)` that performs `n` compiled steps and waits for
+    them. `n` is a runtime argument of the compiled loop, so calibrating it
+    does not recompile."""
     backend = keras.backend.backend()
     loss_fn = keras.losses.MeanSquaredError()
     optimizer = keras.optimizers.SGD(1e-3)
@@ -263,8 +284,9 @@ def _runner(model, x, y, steps, mode, xla):
             [v.value for v in model.non_trainable_variables],
             [v.value for v in optimizer.variables],
         )
+        x, y = jax.device_put(x), jax.device_put(y)
 
-        def loss_and_state(tv, ntv, x, y):
+        def loss_and_state(tv, ntv):
             out, ntv = model.stateless_call(tv, ntv, x, training=True)
             return loss_fn(y, out), ntv
 
@@ -272,7 +294,7 @@ def _runner(model, x, y, steps, mode, xla):
 
         def train_body(i, state):
             tv, ntv, ov = state
-            (_, ntv), grads = grad_fn(tv, ntv, x, y)
+            (_, ntv), grads = grad_fn(tv, ntv)
             tv, ov = optimizer.stateless_apply(ov, grads, tv)
             return tv, ntv, ov
 
@@ -282,18 +304,17 @@ def _runner(model, x, y, steps, mode, xla):
             return tv, ntv, acc + 1e-9 * out.mean()
 
         if mode == "train":
-            run = jax.jit(lambda s: jax.lax.fori_loop(0, steps, train_body, s))
+            loop = jax.jit(lambda s, n: jax.lax.fori_loop(0, n, train_body, s))
         else:
-            run = jax.jit(
-                lambda s: jax.lax.fori_loop(
-                    0, steps, infer_body, (s[0], s[1], 0.0)
+            loop = jax.jit(
+                lambda s, n: jax.lax.fori_loop(
+                    0, n, infer_body, (s[0], s[1], 0.0)
                 )
             )
-        x, y = jax.device_put(x), jax.device_put(y)
 
-        def call():
+        def call(n):
             nonlocal state
-            result = run(state)
+            result = loop(state, np.int32(n))
             jax.block_until_ready(result)
             if mode == "train":
                 state = result
@@ -306,8 +327,9 @@ def _runner(model, x, y, steps, mode, xla):
     variables = model.trainable_variables
 
     @tf.function(jit_compile=xla)
-    def train_loop():
-        for _ in tf.range(steps):
+    def train_loop(n):
+        loss = tf.constant(0.0)
+        for _ in tf.range(n):
             with tf.GradientTape() as tape:
                 loss = loss_fn(ys, model(xs, training=True))
             grads = tape.gradient(loss, variables)
@@ -315,9 +337,9 @@ def _runner(model, x, y, steps, mode, xla):
         return loss
 
     @tf.function(jit_compile=xla)
-    def infer_loop():
+    def infer_loop(n):
         acc = tf.constant(0.0)
-        for _ in tf.range(steps):
+        for _ in tf.range(n):
             # The accumulator makes each step depend on the previous one,
             # so the loop cannot be collapsed into one evaluation.
             out = model(xs + acc, training=False)
@@ -326,36 +348,58 @@ def _runner(model, x, y, steps, mode, xla):
 
     loop = train_loop if mode == "train" else infer_loop
 
-    def call():
-        loop().numpy()
+    def call(n):
+        loop(tf.constant(n, tf.int32)).numpy()
 
     return call
 
 
-def measure(variants, steps, repeats, xla, warmup=2, log=print):
+def _seconds(run, n):
+    start = time.perf_counter()
+    run(n)
+    return time.perf_counter() - start
+
+
+def measure(
+    variants,
+    repeats,
+    xla,
+    min_call_seconds=0.1,
+    max_steps=100_000,
+    warmup=2,
+    log=print,
+):
+    """Times every variant: compile and warm up all of them, calibrate the
+    steps per call so that one call lasts at least `min_call_seconds`, then
+    `repeats` interleaved rounds (every variant once per round, the order
+    rotated between rounds so that none always follows the same one)."""
     rng = np.random.default_rng(0)
-    runners = []
+    runners, steps = [], []
     for i, variant in enumerate(variants):
         keras.utils.set_random_seed(i)
         model = variant.build()
         x = rng.normal(size=variant.input_shape).astype("float32")
         y = rng.normal(size=(variant.input_shape[0], *model.output_shape[1:]))
-        runner = _runner(
-            model, x, y.astype("float32"), steps, variant.mode, xla
-        )
+        run = _runner(model, x, y.astype("float32"), variant.mode, xla)
         for _ in range(warmup):
-            runner()
-        runners.append(runner)
-        log(f"  compiled {variant.group}/{variant.name}")
+            run(1)
+        # Doubling rather than extrapolating from one step: a one-step call
+        # is mostly dispatch overhead for a small layer.
+        n = 1
+        while n < max_steps and _seconds(run, n) < min_call_seconds:
+            n = min(2 * n, max_steps)
+        run(n)
+        runners.append(run)
+        steps.append(n)
+        log(f"  compiled {variant.group}/{variant.name}: {n} steps per call")
     times = [[] for _ in variants]
+    order = list(range(len(variants)))
     for r in range(repeats):
-        for i, runner in enumerate(runners):
-            start = time.perf_counter()
-            runner()
-            times[i].append((time.perf_counter() - start) / steps)
+        for i in order[r % len(order) :] + order[: r % len(order)]:
+            times[i].append(_seconds(runners[i], steps[i]) / steps[i])
         log(f"  round {r + 1}/{repeats} done")
     results = []
-    for variant, samples in zip(variants, times, strict=True):
+    for variant, n, samples in zip(variants, steps, times, strict=True):
         q = np.percentile(samples, [25, 50, 75])
         results.append(
             {
@@ -363,6 +407,7 @@ def measure(variants, steps, repeats, xla, warmup=2, log=print):
                 "name": variant.name,
                 "input_shape": list(variant.input_shape),
                 "mode": variant.mode,
+                "steps_per_call": n,
                 "median_ms": float(q[1] * 1e3),
                 "iqr_ms": [float(q[0] * 1e3), float(q[2] * 1e3)],
                 "samples_ms": [float(s * 1e3) for s in samples],
@@ -427,8 +472,9 @@ SIZES = {
         "dense": (8, 32),
         "whiten": (16, 64),
         "weights": {"small": (8, 16, 4, 16)},
-        "steps": 2,
-        "repeats": 1,
+        "repeats": 2,
+        "min_call_seconds": 0.0,
+        "processes": 1,
     },
     "full": {
         "conv": (32, 16, 16, 64),
@@ -439,45 +485,143 @@ SIZES = {
             "medium": (128, 256, 16, 64),
             "large": (128, 512, 16, 128),
         },
-        "steps": 10,
-        "repeats": 5,
+        "repeats": 7,
+        "min_call_seconds": 0.1,
+        "processes": 2,
     },
 }
+
+
+def all_variants(size) -> list[Variant]:
+    return (
+        activation_variants(size["conv"], size["dense"])
+        + whitening_variants(size["whiten"])
+        + weight_variants(size["weights"])
+        + inference_variants(size["dense"])
+    )
+
+
+def group_names(variants) -> list[str]:
+    return list(dict.fromkeys(v.group for v in variants))
+
+
+def merge_processes(per_process: list[list[dict]]) -> list[dict]:
+    """One row per variant from the same group timed in several processes:
+    the median over processes of each process's median and ratio, and the
+    range of the per-process ratios (the run-to-run spread)."""
+    merged = []
+    for rows in zip(*per_process, strict=True):
+        first = rows[0]
+        ratios = [r["ratio"] for r in rows]
+        known = [r for r in ratios if r is not None]
+        merged.append(
+            {
+                **{k: first[k] for k in ("group", "name", "input_shape")},
+                **{k: first[k] for k in ("mode", "baseline")},
+                "processes": len(rows),
+                "steps_per_call": [r["steps_per_call"] for r in rows],
+                "median_ms": float(np.median([r["median_ms"] for r in rows])),
+                "iqr_ms": [
+                    float(np.median([r["iqr_ms"][0] for r in rows])),
+                    float(np.median([r["iqr_ms"][1] for r in rows])),
+                ],
+                "process_medians_ms": [r["median_ms"] for r in rows],
+                "samples_ms": [s for r in rows for s in r["samples_ms"]],
+                "ratio": float(np.median(known)) if known else None,
+                "process_ratios": ratios,
+                "ratio_range": [min(known), max(known)] if known else None,
+            }
+        )
+    return merged
+
+
+def _run_group_in_subprocess(args, group, out):
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench",
+        "--xla",
+        args.xla,
+        "--size",
+        args.size,
+        "--groups",
+        group,
+        "--processes",
+        "0",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(command, check=True)
+    return json.loads(Path(out).read_text())["results"]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--xla", choices=["on", "off"], default="on")
     parser.add_argument("--size", choices=list(SIZES), default="full")
+    parser.add_argument(
+        "--groups",
+        default="all",
+        help="comma-separated comparison groups (default: all)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="independent processes per group (default: 2 for the full "
+        "size); 0 runs the groups in this process",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     xla = args.xla == "on"
-    variants = (
-        activation_variants(size["conv"], size["dense"])
-        + whitening_variants(size["whiten"])
-        + weight_variants(size["weights"])
-        + inference_variants(size["dense"])
-    )
+    variants = all_variants(size)
+    groups = group_names(variants)
+    if args.groups != "all":
+        unknown = set(args.groups.split(",")) - set(groups)
+        if unknown:
+            parser.error(f"unknown groups {sorted(unknown)}; known: {groups}")
+        groups = [g for g in groups if g in args.groups.split(",")]
+    processes = size["processes"] if args.processes is None else args.processes
     info = machine_info(xla)
     print(
         f"benchmark: {info['backend']} xla={info['xla']} on "
-        f"{info['device']}, {len(variants)} variants",
+        f"{info['device']}, groups {', '.join(groups)}",
         flush=True,
     )
-    results = add_ratios(
-        measure(
-            variants,
-            size["steps"],
-            size["repeats"],
-            xla,
-            log=lambda m: print(m, flush=True),
+    results = []
+    if processes == 0:
+        chosen = [v for v in variants if v.group in groups]
+        results = add_ratios(
+            measure(
+                chosen,
+                size["repeats"],
+                xla,
+                min_call_seconds=size["min_call_seconds"],
+                log=lambda m: print(m, flush=True),
+            )
         )
-    )
+    else:
+        # Each comparison runs in fresh processes: ratios measured in one
+        # long process drifted with whatever it had compiled and run
+        # before (up to 40% on the same pair), while the variants of one
+        # group still run side by side, interleaved.
+        with tempfile.TemporaryDirectory() as tmp:
+            for group in groups:
+                runs = []
+                for k in range(processes):
+                    print(f"[{group}] process {k + 1}/{processes}", flush=True)
+                    runs.append(
+                        _run_group_in_subprocess(
+                            args, group, Path(tmp) / f"{group}_{k}.json"
+                        )
+                    )
+                results += merge_processes(runs)
     payload = {
         "machine": info,
-        "steps": size["steps"],
         "repeats": size["repeats"],
+        "min_call_seconds": size["min_call_seconds"],
+        "processes": max(processes, 1),
         "results": results,
     }
     with open(args.out, "w") as f:

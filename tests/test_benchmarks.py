@@ -12,15 +12,14 @@ from benchmarks import bench, report
 
 @pytest.fixture(scope="module")
 def quick_results():
-    size = bench.SIZES["quick"]
-    variants = (
-        bench.activation_variants(size["conv"], size["dense"])
-        + bench.whitening_variants(size["whiten"])
-        + bench.weight_variants(size["weights"])
-        + bench.inference_variants(size["dense"])
-    )
+    variants = bench.all_variants(bench.SIZES["quick"])
     results = bench.measure(
-        variants, steps=2, repeats=2, xla=True, warmup=1, log=lambda m: None
+        variants,
+        repeats=2,
+        xla=True,
+        min_call_seconds=0.0,
+        warmup=1,
+        log=lambda m: None,
     )
     return variants, bench.add_ratios(results)
 
@@ -30,6 +29,7 @@ def test_every_variant_is_measured(quick_results):
     assert len(results) == len(variants)
     for row in results:
         assert row["median_ms"] > 0
+        assert row["steps_per_call"] >= 1
         assert len(row["samples_ms"]) == 2
         low, high = row["iqr_ms"]
         assert low <= row["median_ms"] <= high
@@ -47,8 +47,9 @@ def test_report_checks_targets_and_writes_files(quick_results, tmp_path):
     _, results = quick_results
     payload = {
         "machine": bench.machine_info(xla=True),
-        "steps": 2,
         "repeats": 2,
+        "min_call_seconds": 0.0,
+        "processes": 1,
         "results": results,
     }
     assert payload["machine"]["backend"] == keras.backend.backend()
@@ -70,3 +71,80 @@ def test_folded_and_exported_models_are_timed_in_inference_mode(quick_results):
     _, results = quick_results
     modes = {r["name"]: r["mode"] for r in results if r["group"] == "inference"}
     assert modes["bn_folded"] == modes["orthogonal_exported"] == "infer"
+
+
+def test_steps_per_call_are_calibrated_to_the_call_length():
+    shape = (64, 256)
+    variant = bench.Variant(
+        "g", "affine", lambda: bench._around([bench.Affine()], shape), shape
+    )
+    (row,) = bench.measure(
+        [variant],
+        repeats=3,
+        xla=True,
+        min_call_seconds=0.05,
+        max_steps=10**6,
+        log=print,
+    )
+    # A step lasts far less than 50 ms, so many steps make one call (the
+    # doubling stops at the first call of at least 50 ms; later calls of
+    # the same length may come out a little shorter).
+    n = row["steps_per_call"]
+    assert 1 < n < 10**6
+    assert n * row["median_ms"] >= 0.5 * 50
+
+
+def test_merging_processes_reports_the_median_and_range_of_ratios():
+    def row(name, ms, ratio):
+        return {
+            "group": "g",
+            "name": name,
+            "input_shape": [1],
+            "mode": "train",
+            "baseline": "base",
+            "steps_per_call": 3,
+            "median_ms": ms,
+            "iqr_ms": [ms, ms],
+            "samples_ms": [ms],
+            "ratio": ratio,
+        }
+
+    runs = [
+        [row("base", 1.0, 1.0), row("x", 1.2, 1.2)],
+        [row("base", 2.0, 1.0), row("x", 2.0, 1.0)],
+        [row("base", 1.0, 1.0), row("x", 1.1, 1.1)],
+    ]
+    merged = bench.merge_processes(runs)
+    x = merged[1]
+    assert x["ratio"] == pytest.approx(1.1)
+    assert x["ratio_range"] == [1.0, 1.2]
+    assert x["process_medians_ms"] == [1.2, 2.0, 1.1]
+    assert x["median_ms"] == pytest.approx(1.2)
+    assert x["processes"] == 3
+
+
+def test_command_line_runs_each_group_in_fresh_processes(tmp_path):
+    out = tmp_path / "r.json"
+    bench.main(
+        [
+            "--size",
+            "quick",
+            "--groups",
+            "activation_dense",
+            "--processes",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    payload = json.loads(out.read_text())
+    rows = payload["results"]
+    assert {r["group"] for r in rows} == {"activation_dense"}
+    assert all(r["processes"] == 2 for r in rows)
+    assert all(len(r["process_ratios"]) == 2 for r in rows)
+    assert payload["machine"]["backend"] == keras.backend.backend()
+
+
+def test_unknown_group_is_an_error(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--groups", "nope", "--out", str(tmp_path / "r.json")])

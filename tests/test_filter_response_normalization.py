@@ -7,7 +7,7 @@ import pytest
 from keraslayers import TLU, FilterResponseNormalization
 
 from . import oracles
-from .gradcheck import check_gradients
+from .gradcheck import autodiff_gradients, check_gradients
 from .harness import check_layer
 
 
@@ -118,6 +118,19 @@ def test_tlu_gradient():
     layer(x)
     layer.tau.assign(np.array([0.05, -0.31, 0.12, 0.7]))
     check_gradients(layer, x)
+
+
+def test_tlu_gradient_at_a_tie_goes_to_tau():
+    layer = TLU(dtype="float64")
+    x = np.array([[0.0, 1.0, -1.0]])
+    layer(x)
+    layer.tau.assign(np.array([0.0, 0.5, 0.5]))
+    cotangent = np.array([[2.0, 3.0, 5.0]])
+    gx, (gtau,) = autodiff_gradients(layer, x, cotangent)
+    # Channel 0 is a tie (x = τ): a subgradient, all of it to τ, none
+    # lost; channel 1 passes x through, channel 2 clamps to τ.
+    np.testing.assert_array_equal(gx, [[0.0, 3.0, 0.0]])
+    np.testing.assert_array_equal(gtau, [2.0, 0.0, 5.0])
 
 
 def test_mixed_precision_with_inputs_beyond_float16_range():

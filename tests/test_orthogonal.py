@@ -230,3 +230,36 @@ def test_default_group_size_is_the_largest_divisor_within_fan_in():
     layer = OrthogonalDense(12)
     layer.build((None, 5))
     assert (layer._size, layer._groups) == (4, 3)
+
+
+def _fit_warnings(model, jit_compile):
+    import warnings
+
+    model.compile("sgd", "mse", jit_compile=jit_compile)
+    x = np.ones((8, *model.input_shape[1:]), "float32")
+    y = np.ones((8, *model.output_shape[1:]), "float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, verbose=0)
+    return [str(w.message) for w in caught if "Jacobi" in str(w.message)]
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_warns_about_a_large_eigh_compiled_by_tensorflow_xla(jit_compile):
+    def model(size, orthogonalization="eigh"):
+        return keras.Sequential(
+            [
+                keras.Input((size,)),
+                OrthogonalDense(size, orthogonalization=orthogonalization),
+            ]
+        )
+
+    warned = _fit_warnings(model(128), jit_compile)
+    expect = jit_compile and keras.backend.backend() == "tensorflow"
+    assert len(warned) == int(expect)
+    if expect:
+        assert "OrthogonalDense" in warned[0] and "128×128" in warned[0]
+        assert "orthogonalization='newton'" in warned[0]
+    # Small groups and the Newton form compile fast: no warning.
+    assert _fit_warnings(model(64), jit_compile) == []
+    assert _fit_warnings(model(128, "newton"), jit_compile) == []

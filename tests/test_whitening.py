@@ -252,3 +252,26 @@ def test_rejects_channels_not_divisible_by_group_size(layer_cls):
         layer_cls(group_size=4).build((8,))
     with pytest.raises(ValueError, match=r"inputs.dtype='int32'"):
         layer_cls(group_size=2)(np.ones((4, 4), "int32"))
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_warns_about_a_large_eigh_compiled_by_tensorflow_xla(jit_compile):
+    import warnings
+
+    def warnings_from(layer):
+        model = keras.Sequential([keras.Input((128,)), layer])
+        model.compile("sgd", "mse", jit_compile=jit_compile)
+        data = np.random.default_rng(0).normal(size=(256, 128))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(data, data, verbose=0, batch_size=256)
+        return [str(w.message) for w in caught if "Jacobi" in str(w.message)]
+
+    warned = warnings_from(DecorrelatedBatchNormalization(group_size=128))
+    expect = jit_compile and keras.backend.backend() == "tensorflow"
+    assert len(warned) == int(expect)
+    if expect:
+        assert "DecorrelatedBatchNormalization" in warned[0]
+        assert "IterativeNormalization" in warned[0]
+    assert warnings_from(DecorrelatedBatchNormalization(group_size=64)) == []
+    assert warnings_from(IterativeNormalization(group_size=128)) == []
