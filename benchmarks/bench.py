@@ -170,12 +170,25 @@ WEIGHT_LAYERS = {
         keraslayers.OrthogonalConv2D,
         {"orthogonalization": "newton"},
     ),
+    # The group-size knob: ONI on groups of (at most) 64 output units.
+    "orth_newton_g64": (
+        keraslayers.OrthogonalDense,
+        keraslayers.OrthogonalConv2D,
+        {"orthogonalization": "newton", "group_size": 64},
+    ),
     "ws": (
         keraslayers.WeightStandardizedDense,
         keraslayers.WeightStandardizedConv2D,
         {},
     ),
 }
+
+
+def _fit_group(kwargs, units):
+    """A requested group size capped at the layer's width."""
+    if "group_size" in kwargs:
+        return {**kwargs, "group_size": min(kwargs["group_size"], units)}
+    return kwargs
 
 
 def weight_variants(sizes) -> list[Variant]:
@@ -188,7 +201,7 @@ def weight_variants(sizes) -> list[Variant]:
                     f"weight_dense_{size_name}",
                     name,
                     lambda c=dense_cls, k=kwargs, u=units, s=dense_shape: (
-                        _around([c(u, **k)], s)
+                        _around([c(u, **_fit_group(k, u))], s)
                     ),
                     dense_shape,
                 )
@@ -202,7 +215,9 @@ def weight_variants(sizes) -> list[Variant]:
                     f"weight_conv_{size_name}",
                     name,
                     lambda c=conv_cls, k=kwargs, f=filters, s=conv_shape: (
-                        _around([c(f, 3, padding="same", **k)], s)
+                        _around(
+                            [c(f, 3, padding="same", **_fit_group(k, f))], s
+                        )
                     ),
                     conv_shape,
                 )
@@ -487,7 +502,7 @@ SIZES = {
         },
         "repeats": 7,
         "min_call_seconds": 0.1,
-        "processes": 2,
+        "processes": 3,
     },
 }
 
