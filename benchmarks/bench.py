@@ -1,25 +1,32 @@
 """Side-by-side cost of the normalizers: compiled training steps, ratios to
-baselines measured in the same run.
+baselines measured in the same process.
 
-Each variant is a small model around one layer. Its training step
-(forward, backward, SGD update) is compiled into a loop of `steps` steps
-over one device-resident batch, so neither host-to-device copies nor Python
+Each variant is a small model around one layer (the activation
+normalizers behind a trainable affine layer, so that the gradient with
+respect to their input is computed too). Its training step (forward,
+backward, SGD update) is compiled into a loop of `n` steps over one
+device-resident batch, so neither host-to-device copies nor Python
 overhead enter the timing:
 
 * TensorFlow: a `tf.function` (with `jit_compile=True` for XLA, or without)
   looping with `tf.range`;
 * JAX: `jax.jit` of a `lax.fori_loop` over the stateless train step.
 
-All variants are compiled and warmed up first, then timed in interleaved
-rounds (every variant once per round), so that drifts of the machine hit
-all of them alike. Reported: the median time per step, its interquartile
-range, and ratios to the baselines of the same process.
+Each comparison group runs in several fresh processes (ratios measured in
+one long process drifted with what it had run before). In each, the
+group's variants are compiled and warmed up first, `n` is doubled until a
+call lasts at least `min_call_seconds`, then every variant is timed once
+per round, in interleaved rounds. Reported: per process the median time per
+step and its ratio to the group's baseline; merged, the median over
+processes and the range of the ratios (the run-to-run spread).
 
-Usage (one backend per process; `make bench` runs all three):
+Usage (one backend per command; `make bench` runs all three and the
+report):
 
     KERAS_BACKEND=tensorflow python -m benchmarks.bench --xla on  --out r.json
     KERAS_BACKEND=tensorflow python -m benchmarks.bench --xla off --out r.json
     KERAS_BACKEND=jax        python -m benchmarks.bench --out r.json
+    ... --groups activation_conv,whitening --processes 1   # a subset
 """
 
 from __future__ import annotations

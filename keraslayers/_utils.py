@@ -125,6 +125,33 @@ def broadcast_shape(rank: int, axis: int, channels: int) -> list[int]:
     return shape
 
 
+def as_matrix(x, axis: int, keep_leading: bool = False):
+    """A channel-last tensor of rank > 2 (3 with `keep_leading`) viewed as
+    a (rows, channels) matrix, or (batch, positions, channels) with
+    `keep_leading`; other inputs unchanged.
+
+    Returns `(x, axis, restore)`, `restore` mapping a result of the new
+    shape back. Only on TensorFlow, where it is a large saving under XLA:
+    a per-channel affine step on (32, 16, 16, 64) took 3.8 ms on the matrix
+    against 7.6 ms on the 4-D tensor (12.5 ms with the weights reshaped to
+    (1, 1, 1, C)), and BRN's step went from 1.27× Keras BN's to 0.74×.
+    On JAX the same reshape made BRN's step about 10% slower.
+    """
+    rank = len(x.shape)
+    if (
+        keras.backend.backend() != "tensorflow"
+        or axis != rank - 1
+        or rank <= (3 if keep_leading else 2)
+    ):
+        return x, axis, lambda y: y
+    shape = ops.shape(x)
+    new_shape = (
+        (shape[0], -1, x.shape[-1]) if keep_leading else (-1, x.shape[-1])
+    )
+    y = ops.reshape(x, new_shape)
+    return y, len(new_shape) - 1, lambda z: ops.reshape(z, shape)
+
+
 def reduction_axes(rank: int, axis: int) -> list[int]:
     return [i for i in range(rank) if i != axis]
 

@@ -170,10 +170,11 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         _utils.check_floating_input(self, inputs)
         x = _utils.cast_for_math(self, inputs)
+        x, axis, restore = _utils.as_matrix(x, self._axis)
         rank = len(x.shape)
-        shape = _utils.broadcast_shape(rank, self._axis, -1)
+        shape = _utils.broadcast_shape(rank, axis, -1)
         if training:
-            axes = _utils.reduction_axes(rank, self._axis)
+            axes = _utils.reduction_axes(rank, axis)
             batch_mean, batch_var = _utils.moments(x, axes)
             batch_var = ops.maximum(batch_var, 0.0)
             prior_mean = ops.cast(self.moving_mean, x.dtype)
@@ -215,7 +216,7 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
         else:
             scale, offset = self.inference_affine()
         y = x * ops.reshape(scale, shape) + ops.reshape(offset, shape)
-        return ops.cast(y, self.compute_dtype)
+        return ops.cast(restore(y), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -273,9 +273,6 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             return ops.maximum(value, minimum)
         return value
 
-    def _reshape(self, v, rank):
-        return ops.reshape(v, _utils.broadcast_shape(rank, self._axis, -1))
-
     def inference_affine(self):
         """Per-channel `(scale, offset)` with `y = scale · x + offset` in
         inference; used by `fold_batch_normalization`."""
@@ -291,9 +288,10 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         _utils.check_floating_input(self, inputs)
         x = _utils.cast_for_math(self, inputs)
+        x, axis, restore = _utils.as_matrix(x, self._axis)
         rank = len(x.shape)
         if training:
-            axes = _utils.reduction_axes(rank, self._axis)
+            axes = _utils.reduction_axes(rank, axis)
             mean, variance = _utils.moments(x, axes)
             # A float32 variance of a batch with a large mean can come out
             # slightly negative; clamp it.
@@ -324,8 +322,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
                 offset = offset + self.beta
         else:
             scale, offset = self.inference_affine()
-        outputs = x * self._reshape(scale, rank) + self._reshape(offset, rank)
-        return ops.cast(outputs, self.compute_dtype)
+        shape = _utils.broadcast_shape(rank, axis, -1)
+        outputs = x * ops.reshape(scale, shape) + ops.reshape(offset, shape)
+        return ops.cast(restore(outputs), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

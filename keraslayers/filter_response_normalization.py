@@ -131,8 +131,9 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         del training  # same function in training and inference
         _utils.check_floating_input(self, inputs)
         x = _utils.cast_for_math(self, inputs)
+        x, axis, restore = _utils.as_matrix(x, self._axis, keep_leading=True)
         rank = len(x.shape)
-        axes = [i for i in range(1, rank) if i != self._axis]
+        axes = [i for i in range(1, rank) if i != axis]
         nu2 = ops.square(x)
         if axes:
             nu2 = _utils.mean(nu2, axes, keepdims=True)
@@ -143,13 +144,13 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         # γ is folded into the per-(sample, channel) factor first, so the
         # full-size tensor sees one multiply-add: y = x·(γ/√(ν²+ε)) + β.
         factor = ops.rsqrt(nu2 + eps)
-        shape = _utils.broadcast_shape(rank, self._axis, -1)
+        shape = _utils.broadcast_shape(rank, axis, -1)
         if self.scale:
             factor = factor * ops.reshape(self.gamma, shape)
         y = x * factor
         if self.center:
             y = y + ops.reshape(self.beta, shape)
-        return ops.cast(y, self.compute_dtype)
+        return ops.cast(restore(y), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
