@@ -120,6 +120,9 @@ def activation_variants(conv_shape, dense_shape) -> list[Variant]:
                 keraslayers.IterativeNormalization(group_size=16)
             ],
         }
+        # An A/A control: Keras BN again, built and timed as a separate
+        # variant. Its ratio to keras_bn is the noise floor of the group.
+        layers["keras_bn_again"] = layers["keras_bn"]
         for name, make in layers.items():
             out.append(
                 Variant(
@@ -266,6 +269,9 @@ def inference_variants(shape) -> list[Variant]:
 
     return [
         Variant("inference", "plain", plain_model, shape, "infer"),
+        # A/A control: the same model again (the folded model is layer for
+        # layer identical to it, so this is what its ratio should be).
+        Variant("inference", "plain_again", plain_model, shape, "infer"),
         Variant("inference", "with_bn", bn_model, shape, "infer"),
         Variant(
             "inference",
@@ -577,6 +583,32 @@ def _run_group_in_subprocess(args, group, out):
     return json.loads(Path(out).read_text())["results"]
 
 
+def _updated(old: dict, new: dict) -> dict:
+    """`old` with the groups measured in `new` replaced (kept in place),
+    and the date of each partial run recorded."""
+    if old["machine"]["backend"] != new["machine"]["backend"] or (
+        old["machine"]["xla"] != new["machine"]["xla"]
+    ):
+        raise SystemExit("--update: the file holds another backend's run")
+    fresh = {}
+    for row in new["results"]:
+        fresh.setdefault(row["group"], []).append(row)
+    results, seen = [], set()
+    for row in old["results"]:
+        group = row["group"]
+        if group in fresh:
+            if group not in seen:
+                results += fresh[group]
+                seen.add(group)
+        else:
+            results.append(row)
+    results += [r for g, rows in fresh.items() if g not in seen for r in rows]
+    updates = old.get("updates", []) + [
+        {"date": new["machine"]["date"], "groups": list(fresh)}
+    ]
+    return {**old, "results": results, "updates": updates}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--xla", choices=["on", "off"], default="on")
@@ -594,6 +626,11 @@ def main(argv=None):
         "size); 0 runs the groups in this process",
     )
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only these groups' rows in an existing --out file",
+    )
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     xla = args.xla == "on"
@@ -646,6 +683,8 @@ def main(argv=None):
         "processes": max(processes, 1),
         "results": results,
     }
+    if args.update and Path(args.out).exists():
+        payload = _updated(json.loads(Path(args.out).read_text()), payload)
     with open(args.out, "w") as f:
         json.dump(payload, f, indent=1)
     print(f"wrote {args.out}")

@@ -133,7 +133,11 @@ def targets(runs: dict) -> list[dict]:
             for shape in ("conv", "dense")
         }
         for group, name in xla:
-            if name in KERAS_BASELINES or group == "inference":
+            if (
+                name in KERAS_BASELINES
+                or name.endswith("_again")
+                or group == "inference"
+            ):
                 continue
             own = xla_ratio(group, name)
             if group.startswith("weight_"):
@@ -235,6 +239,27 @@ def markdown(runs: dict, checks: list[dict]) -> str:
         "update), in ms; ratios are to the group's baseline in the "
         "same process, the median over processes, with the range over "
         "processes in brackets (the run-to-run spread).",
+        "",
+    ]
+    controls = [
+        f"{RUNS[key]}: "
+        + ", ".join(
+            f"{row['group']} {row['ratio']:.2f}"
+            + (
+                " [{:.2f}–{:.2f}]".format(*row["ratio_range"])
+                if row.get("ratio_range")
+                else ""
+            )
+            for row in run["results"]
+            if row["name"].endswith("_again")
+        )
+        for key, run in runs.items()
+    ]
+    lines += [
+        "Noise floor: each `…_again` row is the baseline built and timed "
+        "a second time (an A/A control); its ratio should be 1.",
+        "",
+        *(f"- {c}" for c in controls),
         "",
     ]
     groups = {}

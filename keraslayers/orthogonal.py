@@ -142,13 +142,16 @@ _DOC = """
     Newton–Schulz step towards the polar factor (float32 accuracy on badly
     conditioned groups).
 
-    Cost: the kernel side is paid once per step, whatever the batch: about
-    3T products of `group_size`² × fan-in for "newton", one
-    eigendecomposition per group for "eigh". One 512-wide group costs far
-    more than a Dense layer's product at batch 128 (see the benchmarks);
-    smaller groups cost (units/group_size)× less. TensorFlow's XLA compiles
-    `eigh` into a slow Jacobi iteration (81× slower than without XLA at
-    512 on a CPU); the layer warns when that happens. JAX uses LAPACK.
+    Cost: the kernel side is paid once per step, whatever the batch: per
+    group, two products of size `group_size`² × fan-in (S = ZZᵀ and W) and
+    either 3T − 3 products of `group_size` × `group_size` matrices
+    ("newton") or one eigendecomposition ("eigh"), differentiated too.
+    One 512-wide group costs far more than a Dense layer's own products at
+    batch 128 (34× its step for "newton" on a CPU, see the book's cost
+    chapter); `group_size=64` brought that to 6×. TensorFlow's XLA
+    compiles `eigh` into a slow Jacobi iteration (81× slower than without
+    XLA at 512 on a CPU); the layer warns when that happens. JAX uses
+    LAPACK.
 
     `group_size` rows are made orthonormal together, so it must be at most
     the fan-in and divide the number of output units; the default is the

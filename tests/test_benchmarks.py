@@ -190,3 +190,27 @@ def test_missed_targets_carry_the_reason_found_for_them(tmp_path):
     assert not brn["met"] and brn["why"] is None
     text = (tmp_path / "results.md").read_text()
     assert "## Why the misses" in text and "not explained yet" in text
+
+
+def test_update_replaces_only_the_groups_measured_again():
+    machine = {"backend": "jax", "xla": True, "date": "new"}
+
+    def rows(group, names, tag):
+        return [{"group": group, "name": n, "tag": tag} for n in names]
+
+    old = {
+        "machine": {**machine, "date": "old"},
+        "results": rows("a", ["x", "y"], "old") + rows("b", ["z"], "old"),
+    }
+    new = {"machine": machine, "results": rows("a", ["x", "y", "w"], "new")}
+    merged = bench._updated(old, new)
+    assert [(r["group"], r["name"], r["tag"]) for r in merged["results"]] == [
+        ("a", "x", "new"),
+        ("a", "y", "new"),
+        ("a", "w", "new"),
+        ("b", "z", "old"),
+    ]
+    assert merged["updates"] == [{"date": "new", "groups": ["a"]}]
+    other = {"machine": {**machine, "backend": "tensorflow"}, "results": []}
+    with pytest.raises(SystemExit):
+        bench._updated(old, other)
