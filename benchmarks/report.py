@@ -210,6 +210,54 @@ REASONS = [
         "the step (XLA's CPU convolution: the plain conv step is 30-60× "
         "slower than without XLA).",
     ),
+    (
+        r"tensorflow_noxla frn_tlu ≤ 1\.1× Keras BN \(dense\)",
+        "Without XLA every operation is a separate pass over the tensor. "
+        "On a dense input FRN has no spatial axes to average over, so "
+        "ν² = x² and its factor 1/√(ν²+ε) is computed per element (BN's is "
+        "per channel), and TLU adds a comparison and a select with their "
+        "backward. FRN alone is 1.01× BN here; where XLA fuses the passes, "
+        "FRN + TLU is 1.01× (TensorFlow + XLA) and 0.67× (JAX).",
+    ),
+    (
+        r"tensorflow_noxla Orthogonal newton ≤ 1\.3× plain \(conv, large\)",
+        "The convolution comparison uses 8 images, because XLA's CPU "
+        "convolution is slow (278 ms per plain step against 4.6 ms with "
+        "TensorFlow's oneDNN kernels). Next to the fast oneDNN step the "
+        "kernel side shows: S = ZZᵀ over 1152 inputs, 12 products of "
+        "128 × 128 matrices and W = BZ, with their backward, about 4 ms "
+        "per step whatever the batch, so its share falls as the batch "
+        "grows. With XLA and on JAX, ONI costs 1.03× the plain step; "
+        "groups of 64 bring it to 1.71× here.",
+    ),
+    (
+        r"tensorflow_xla frn ≤ Keras GN \(dense\)",
+        "Within TensorFlow + XLA's process-to-process spread: FRN's ratio "
+        "to GN ranges over 0.94–1.20 in the three processes. On the same "
+        "tensor FRN is 0.73× GN without XLA and 0.35× on JAX.",
+    ),
+    (
+        r"(orthogonal_exported|bn_folded) inference",
+        "The exported (folded) model is layer for layer the plain model: "
+        "same classes, shapes and dtypes. The A/A control, the plain model "
+        "timed a second time, shows the same ratio (see Noise floor).",
+    ),
+    (
+        r"activation_conv/frn XLA/no-XLA",
+        "Within TensorFlow + XLA's noise on this tensor: Keras BN timed "
+        "twice gives 1.14 [1.13–1.17] (the A/A control). FRN is faster "
+        "than Keras BN with XLA (0.79× [0.57–0.93]) and without (0.74×); "
+        "the XLA/no-XLA ratio divides medians taken in different processes.",
+    ),
+    (
+        r"(activation_dense|whitening)/(frn|bkn|iternorm\w*) XLA/no-XLA",
+        "XLA's gain on this CPU comes from fusing elementwise passes, and "
+        "Keras BN on a (256, 512) tensor is almost all elementwise: XLA "
+        "halves its step (0.56). These layers are faster with XLA too "
+        "(ratios below 1), by a little less: IterNorm's matrix products "
+        "already run as oneDNN kernels without XLA; FRN and BKN are within "
+        "0.01–0.05 of BN's ratio, inside the spread of the runs.",
+    ),
 ]
 
 

@@ -147,11 +147,11 @@ _DOC = """
     either 3T − 3 products of `group_size` × `group_size` matrices
     ("newton") or one eigendecomposition ("eigh"), differentiated too.
     One 512-wide group costs far more than a Dense layer's own products at
-    batch 128 (34× its step for "newton" on a CPU, see the book's cost
-    chapter); `group_size=64` brought that to 6×. TensorFlow's XLA
-    compiles `eigh` into a slow Jacobi iteration (81× slower than without
-    XLA at 512 on a CPU); the layer warns when that happens. JAX uses
-    LAPACK.
+    batch 128 (35× its step for "newton" on TensorFlow + XLA on a CPU, see
+    the book's cost chapter); `group_size=64` brought that to 6×.
+    TensorFlow's XLA compiles `eigh` into a slow Jacobi iteration (81×
+    slower than without XLA at 512 on a CPU); the layer warns when that
+    happens. JAX uses LAPACK.
 
     `group_size` rows are made orthonormal together, so it must be at most
     the fan-in and divide the number of output units; the default is the
