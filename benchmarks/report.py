@@ -195,9 +195,11 @@ REASONS = [
         "Inherent to one 512-row group at batch 128: the Newton iteration "
         "costs 3T−3 = 12 products of 512×512 matrices per step (and their "
         "backward), whatever the batch, against the layer's three "
-        "128×512×512 products. `group_size=64` (orth_newton_g64) divides "
-        "the kernel side by 64; a larger batch or a convolution (the conv "
-        "target is met) amortizes it.",
+        "128×512×512 products. Groups of 64 (orth_newton_g64) make those "
+        "products (512/64)² = 64 times cheaper and S = ZZᵀ and W = BZ 8 "
+        "times (measured: 35.6× → 6.4× on TensorFlow + XLA); a larger "
+        "batch or a convolution (the conv target is met with XLA and on "
+        "JAX) amortizes the rest.",
     ),
     (
         r"Orthogonal newton ≤ 0\.5× eigh|IterNorm \(T=5\) ≤ 0\.5× DBN",
