@@ -147,8 +147,8 @@ _DOC = """
     either 3T − 3 products of `group_size` × `group_size` matrices
     ("newton") or one eigendecomposition ("eigh"), differentiated too.
     One 512-wide group costs far more than a Dense layer's own products at
-    batch 128 (35× its step for "newton" on TensorFlow + XLA on a CPU, see
-    the book's cost chapter); `group_size=64` brought that to 6×.
+    batch 128 (36–78× its step for "newton" on a CPU, see the book's cost
+    chapter); `group_size=64` brought that to 5–11×.
     TensorFlow's XLA compiles `eigh` into a slow Jacobi iteration (81×
     slower than without XLA at 512 on a CPU); the layer warns when that
     happens. JAX uses LAPACK.
