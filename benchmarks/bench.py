@@ -630,8 +630,9 @@ def main(argv=None):
         "--processes",
         type=int,
         default=None,
-        help="independent processes per group (default: 2 for the full "
-        "size); 0 runs the groups in this process",
+        help="independent processes per group (default: "
+        f"{SIZES['full']['processes']} for the full size); 0 runs the "
+        "groups in this process",
     )
     parser.add_argument("--out", required=True)
     parser.add_argument(
@@ -645,10 +646,11 @@ def main(argv=None):
     variants = all_variants(size)
     groups = group_names(variants)
     if args.groups != "all":
-        unknown = set(args.groups.split(",")) - set(groups)
+        wanted = args.groups.split(",")
+        unknown = set(wanted) - set(groups)
         if unknown:
             parser.error(f"unknown groups {sorted(unknown)}; known: {groups}")
-        groups = [g for g in groups if g in args.groups.split(",")]
+        groups = [g for g in groups if g in wanted]
     processes = size["processes"] if args.processes is None else args.processes
     info = machine_info(xla)
     print(

@@ -57,18 +57,12 @@ def targets(runs: dict) -> list[dict]:
     for key, run in runs.items():
         rows = _index(run)
 
-        def ms(group, name, rows=rows):
-            row = rows.get((group, name))
-            return row["median_ms"] if row else None
-
-        def ratio(a, b):
-            return a / b if a is not None and b else None
-
         def pair(group, name, other, limit, target, rows=rows, key=key):
             """The ratio of two variants of one group: of the medians, and
             the range of the per-process ratios (same process each)."""
             a, b = rows.get((group, name)), rows.get((group, other))
-            add(key, target, ratio(ms(group, name), ms(group, other)), limit)
+            value = a["median_ms"] / b["median_ms"] if a and b else None
+            add(key, target, value, limit)
             if a and b and "process_medians_ms" in a:
                 each = [
                     x / y
