@@ -1,0 +1,75 @@
+"""Helpers shared by the chapters: data, training, sliders, plots, claims.
+
+Import it in a chapter's first (hidden) cell: ``import normbook as nb``
+and call ``nb.setup()``. One package so the chapters stay short; one
+module per concern:
+
+* :mod:`normbook.sliders` — figures with sliders, live in Jupyter and
+  precomputed for the static site;
+* :mod:`normbook.data` — MNIST-1D and scikit-learn's digits, generated or
+  shipped locally;
+* :mod:`normbook.training` — compiled training over several seeds,
+  callbacks, autodiff helpers;
+* :mod:`normbook.numerics` — condition numbers on the non-null spectrum;
+* :mod:`normbook.plots` — curves with their spread over seeds;
+* :mod:`normbook.claims` — the checks behind every sentence that states
+  an experimental result.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from normbook.claims import ClaimError, claim, spread  # noqa: E402,F401
+from normbook.data import digits, mnist1d  # noqa: E402,F401
+from normbook.numerics import condition_number  # noqa: E402,F401
+from normbook.plots import band, plot_curves  # noqa: E402,F401
+from normbook.sliders import (  # noqa: E402,F401
+    SliderFigure,
+    figure_png,
+    slider_figure,
+)
+from normbook.training import (  # noqa: E402,F401
+    BatchStatisticsAccuracy,
+    NoisyShift,
+    PreactivationTracker,
+    Progress,
+    compare,
+    train,
+    train_seeds,
+    vjp,
+    weight_gradients,
+)
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+
+
+def setup(seed: int = 0) -> None:
+    """Seeds every generator, raises floating-point errors, sets the style.
+
+    NumPy raises on division by zero and invalid operations (0/0, inf-inf,
+    sqrt of a negative) instead of warning, so a number produced by a
+    singular matrix fails the chapter on every machine, not only on the
+    ones whose BLAS rounds a zero eigenvalue to exactly zero.
+    """
+    keras.utils.set_random_seed(seed)
+    np.seterr(divide="raise", invalid="raise", over="warn", under="ignore")
+    plt.rcParams.update(
+        {
+            "figure.figsize": (6.4, 3.6),
+            "figure.dpi": 100,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "font.size": 10,
+            "axes.prop_cycle": matplotlib.cycler(color=COLORS),
+        }
+    )

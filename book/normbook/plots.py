@@ -1,0 +1,37 @@
+"""Plotting helpers: curves over seeds with their spread."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def band(ax, x, runs, label: str = "", color=None, **kwargs):
+    """The mean over seeds as a line and their range (min–max) as a band.
+
+    ``runs`` has one row per seed. Returns the line.
+    """
+    runs = np.asarray(runs, dtype=float)
+    (line,) = ax.plot(x, runs.mean(0), label=label, color=color, **kwargs)
+    ax.fill_between(
+        x, runs.min(0), runs.max(0), color=line.get_color(), alpha=0.2, lw=0
+    )
+    return line
+
+
+def plot_curves(results, key: str = "loss", ax=None, title: str = ""):
+    """One band per entry of :func:`normbook.compare`'s results: the mean
+    over seeds and their range, per epoch."""
+    if ax is None:
+        fig, ax = plt.subplots()
+    else:
+        fig = ax.figure
+    for name, histories in results.items():
+        runs = [h[key] for h in histories]
+        band(ax, np.arange(1, len(runs[0]) + 1), runs, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key.replace("_", " "))
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig

@@ -1,0 +1,274 @@
+"""Training loops, seeds, callbacks and autodiff helpers for the chapters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+
+class Progress:
+    """One line per finished step: the book shows it, and so does Jupyter.
+
+    Plain printing (no stderr, no widget), so the static build captures
+    it as ordinary output.
+    """
+
+    def __init__(self, total: int, label: str = ""):
+        self.total, self.label, self.done = total, label, 0
+        self.start = time.perf_counter()
+
+    def step(self, message: str = "") -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        print(
+            f"[{self.done}/{self.total}] {self.label} {message} "
+            f"({elapsed:.1f} s)",
+            flush=True,
+        )
+
+
+def weight_gradients(model, x, y, loss=None, training=True):
+    """Gradients of the mean loss w.r.t. the model's trainable weights, by
+    the backend's automatic differentiation (for checks against NumPy)."""
+    loss = loss or keras.losses.MeanSquaredError()
+    x = keras.ops.convert_to_tensor(np.asarray(x, "float32"))
+    y = keras.ops.convert_to_tensor(np.asarray(y, "float32"))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=training))
+        grads = tape.gradient(value, model.trainable_weights)
+        return [g.numpy() for g in grads]
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def f(tv):
+            out, _ = model.stateless_call(
+                tv, non_trainable, x, training=training
+            )
+            return loss(y, out)
+
+        return [np.asarray(g) for g in jax.grad(f)(trainable)]
+    raise NotImplementedError(backend)
+
+
+def vjp(fn, x, cotangent):
+    """⟨cotangent, ∂fn/∂x⟩: the input gradient of sum(fn(x) · cotangent),
+    by the backend's automatic differentiation."""
+    x = keras.ops.convert_to_tensor(np.asarray(x, "float32"))
+    cotangent = np.asarray(cotangent, "float32")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tf.reduce_sum(fn(x) * cotangent)
+        return tape.gradient(value, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: (fn(v) * cotangent).sum())(x))
+    raise NotImplementedError(backend)
+
+
+def train(
+    model: keras.Model,
+    data,
+    *,
+    epochs: int = 5,
+    batch_size: int = 64,
+    learning_rate: float = 1e-2,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    callbacks=None,
+    shuffle: bool = True,
+    steps_per_execution: int = 1,
+) -> dict[str, list[float]]:
+    """Compiles with XLA and trains; returns the history with per-epoch
+    train loss and test accuracy (evaluated in inference mode)."""
+    x_train, y_train, x_test, y_test = data
+    keras.utils.set_random_seed(seed)
+    opt = (
+        keras.optimizers.SGD(learning_rate, momentum=0.9)
+        if optimizer == "sgd"
+        else keras.optimizers.Adam(learning_rate)
+    )
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=True,
+        # Several steps per compiled call keep Python out of the timing of
+        # small-batch runs.
+        steps_per_execution=steps_per_execution,
+    )
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(x_test, y_test),
+        verbose=0,
+        callbacks=callbacks,
+        shuffle=shuffle,
+    )
+    return {
+        "loss": history.history["loss"],
+        "accuracy": history.history["accuracy"],
+        "test_accuracy": history.history["val_accuracy"],
+    }
+
+
+def train_seeds(
+    build: Callable[[], keras.Model],
+    data,
+    seeds=(0, 1, 2),
+    **train_kwargs,
+) -> list[dict[str, list[float]]]:
+    """Trains one fresh model per seed (the seed sets the initial weights,
+    the shuffling and any noise) and returns one history per seed."""
+    histories = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        histories.append(train(build(), data, seed=seed, **train_kwargs))
+    return histories
+
+
+def compare(
+    builders: dict[str, Callable[[], keras.Model]],
+    data,
+    label: str = "training",
+    seeds=(0, 1, 2),
+    **train_kwargs,
+) -> dict[str, list[dict[str, list[float]]]]:
+    """Trains every builder's model once per seed with the same data and
+    settings; returns, per builder, one history per seed. Prints a progress
+    line per builder with the final test accuracy over the seeds."""
+    progress = Progress(len(builders), label)
+    results = {}
+    for name, build in builders.items():
+        results[name] = train_seeds(build, data, seeds, **train_kwargs)
+        final = [h["test_accuracy"][-1] for h in results[name]]
+        progress.step(
+            f"{name}: test accuracy {np.mean(final):.3f} "
+            f"[{min(final):.3f}–{max(final):.3f}] over {len(seeds)} seeds"
+        )
+    return results
+
+
+@keras.saving.register_keras_serializable(package="normbook")
+class NoisyShift(keras.layers.Layer):
+    """Santurkar et al.'s "noisy BN": in training, every unit's activation
+    is scaled by 1 + s·a and shifted by s·b with a, b ~ N(0, 1) drawn anew
+    at every step, so the layer's output distribution keeps moving (a
+    deliberate covariate shift). Identity in inference."""
+
+    def __init__(self, strength: float = 0.5, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.strength = strength
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.strength == 0:
+            return inputs
+        units = inputs.shape[-1]
+        a = keras.random.normal((units,), seed=self.generator)
+        b = keras.random.normal((units,), seed=self.generator)
+        return inputs * (1 + self.strength * a) + self.strength * b
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "strength": self.strength,
+            "seed": self.seed,
+        }
+
+
+class PreactivationTracker(keras.callbacks.Callback):
+    """Records percentiles of one layer's *input* on a fixed batch every
+    `every` training steps, evaluated as in training (batch statistics)
+    without updating any moving statistics."""
+
+    def __init__(
+        self, layer_name, x, unit=0, every=5, percentiles=(15, 50, 85)
+    ):
+        super().__init__()
+        self.layer_name, self.x, self.unit = layer_name, x, unit
+        self.every, self.percentiles = every, percentiles
+        self.steps, self.values = [], []
+        self._step = 0
+
+    def on_train_begin(self, logs=None):
+        target = self.model.get_layer(self.layer_name).input
+        self.probe = keras.Model(self.model.inputs[0], target)
+        self._record()
+
+    def _record(self):
+        probe = self.probe
+        out, _ = probe.stateless_call(
+            [v.value for v in probe.trainable_variables],
+            [v.value for v in probe.non_trainable_variables],
+            self.x,
+            training=True,
+        )
+        column = keras.ops.convert_to_numpy(out)[:, self.unit]
+        self.steps.append(self._step)
+        self.values.append(np.percentile(column, self.percentiles))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every == 0:
+            self._record()
+
+
+class BatchStatisticsAccuracy(keras.callbacks.Callback):
+    """Per epoch, the test accuracy when normalization layers use the
+    statistics of each test batch (training-mode forward, no updates), to
+    set beside Keras's own validation accuracy, which uses the moving
+    averages."""
+
+    def __init__(self, x, y, batch_size, every_epoch=True):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.every_epoch = every_epoch
+        self.accuracy = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epoch:
+            self._evaluate()
+
+    def on_train_end(self, logs=None):
+        if not self.every_epoch:
+            self._evaluate()
+
+    def _evaluate(self):
+        model = self.model
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        correct = 0
+        for start in range(
+            0, len(self.x) - self.batch_size + 1, self.batch_size
+        ):
+            xb = self.x[start : start + self.batch_size]
+            logits, _ = model.stateless_call(
+                trainable, non_trainable, xb, training=True
+            )
+            predicted = keras.ops.convert_to_numpy(logits).argmax(-1)
+            correct += (
+                predicted == self.y[start : start + self.batch_size]
+            ).sum()
+        used = (len(self.x) // self.batch_size) * self.batch_size
+        self.accuracy.append(correct / used)
