@@ -104,3 +104,56 @@ def test_citations_resolve_to_the_bibliography(pages):
     assert "batch normalization: accelerating deep network training" in (
         references.lower()
     )
+
+
+# A statement that draws a figure at the top level of a cell: the figure
+# must reach the page (a non-interactive backend would draw it silently).
+_DRAWS = re.compile(
+    r"^(?:[\w, ]+=\s*)?(?:plt\.(?:subplots|figure)|nb\.plot_\w+)\(", re.M
+)
+
+
+def _executed_notebooks():
+    import json
+
+    folder = ROOT / "_build" / "jupyter_execute" / "book"
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.ipynb")}
+
+
+def test_every_figure_a_chapter_draws_reaches_the_page():
+    notebooks = _executed_notebooks()
+    assert notebooks, "no executed chapters under _build/jupyter_execute"
+    checked = 0
+    for name, notebook in notebooks.items():
+        for index, cell in enumerate(notebook["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            outputs = cell.get("outputs", [])
+            for output in outputs:
+                text = "".join(output.get("data", {}).get("text/plain", ""))
+                assert not (
+                    text.startswith("<Figure size")
+                    and "image/png" not in output.get("data", {})
+                ), f"{name} cell {index}: a figure printed as text"
+            if _DRAWS.search(source):
+                checked += 1
+                images = [
+                    o for o in outputs if "image/png" in o.get("data", {})
+                ]
+                assert images, f"{name} cell {index} draws a figure not shown"
+    assert checked > 0
+
+
+def test_no_chapter_output_shows_inf_or_nan():
+    number = re.compile(r"(?<![\w.])-?(?:inf|nan)(?![\w])", re.I)
+    for name, notebook in _executed_notebooks().items():
+        for index, cell in enumerate(notebook["cells"]):
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", "")) + "".join(
+                    output.get("data", {}).get("text/plain", "")
+                )
+                assert not number.search(text), (
+                    f"{name} cell {index} prints inf or nan: "
+                    f"{number.search(text).group(0)!r} in {text[:200]!r}"
+                )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    # A copy of book/, so that a save that rewrote a chapter could not
+    # touch the working tree.
+    root = tmp_path_factory.mktemp("lab") / "book"
+    shutil.copytree(
+        ROOT / "book", root, ignore=shutil.ignore_patterns("_build", ".*")
+    )
     port, token = _free_port(), secrets.token_hex(16)
     process = subprocess.Popen(
         [
@@ -37,7 +44,7 @@ def server():
             f"--port={port}",
             "--ip=127.0.0.1",
             f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={ROOT / 'book'}",
+            f"--ServerApp.root_dir={root}",
             "--allow-root",
         ],
         stdout=subprocess.DEVNULL,
@@ -53,14 +60,14 @@ def server():
                 time.sleep(0.5)
         else:
             pytest.fail("the Jupyter server did not start")
-        yield base, token
+        yield base, token, root
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
 def test_chapters_open_as_notebooks(server):
-    base, token = server
+    base, token, _ = server
     url = (
         f"{base}/api/contents/ch01_optimization.md"
         f"?type=notebook&content=1&token={token}"
@@ -80,3 +87,58 @@ def test_jupyterlab_opens_markdown_with_jupytext_by_default():
         "defaultViewers"
     ]
     assert viewers["markdown"] == "Jupytext Notebook"
+
+
+def _request(url, method="GET", body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    return json.load(urllib.request.urlopen(request))
+
+
+def _chapters():
+    return sorted(
+        p.name
+        for p in (ROOT / "book").glob("*.md")
+        if p.read_text().startswith("---\njupytext:")
+    )
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_opening_and_saving_a_chapter_leaves_it_byte_identical(server, chapter):
+    """What JupyterLab does: open the chapter as a notebook, start the
+    kernel (which writes the kernel's kernelspec and language_info into the
+    notebook's metadata), save. The file must not change."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    base, token, root = server
+    before = (root / chapter).read_bytes()
+    url = f"{base}/api/contents/{chapter}?token={token}"
+    model = _request(url + "&type=notebook&content=1")
+    specs = _request(f"{base}/api/kernelspecs?token={token}")
+    spec = specs["kernelspecs"]["python3"]["spec"]
+    metadata = model["content"]["metadata"]
+    metadata["kernelspec"] = {
+        "display_name": spec["display_name"],
+        "language": spec["language"],
+        "name": "python3",
+    }
+    metadata["language_info"] = dict(IPythonKernel.language_info)
+    _request(
+        url,
+        method="PUT",
+        body={
+            "type": "notebook",
+            "format": "json",
+            "content": model["content"],
+        },
+    )
+    after = (root / chapter).read_bytes()
+    assert after == before, (
+        f"{chapter} changes when JupyterLab saves it; "
+        "run `python tools/canonical_chapters.py`"
+    )
