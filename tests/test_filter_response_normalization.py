@@ -133,6 +133,45 @@ def test_tlu_gradient_at_a_tie_goes_to_tau():
     np.testing.assert_array_equal(gtau, [2.0, 0.0, 5.0])
 
 
+def test_tlu_propagates_nan_like_relu():
+    x = np.array([[np.nan, -1.0, 2.0]], dtype="float32")
+    out = keras.ops.convert_to_numpy(TLU()(x))
+    relu = keras.ops.convert_to_numpy(keras.layers.ReLU()(x))
+    assert np.isnan(out[0, 0]) and np.isnan(relu[0, 0])
+    np.testing.assert_array_equal(out[0, 1:], [0.0, 2.0])
+
+
+def test_frn_tlu_model_with_a_nan_pixel_stops_terminate_on_nan():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 6, 1)).astype("float32")
+    x[5, 2, 3, 0] = np.nan
+    y = rng.integers(0, 3, size=64)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(4, 3),
+            FilterResponseNormalization(),
+            TLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile(
+        "sgd",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(
+        x,
+        y,
+        batch_size=64,
+        epochs=3,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    assert len(history.history["loss"]) == 1
+    assert np.isnan(history.history["loss"][0])
+
+
 def test_mixed_precision_with_inputs_beyond_float16_range():
     x = np.random.default_rng(6).normal(size=(4, 4, 4, 3)).astype("float32")
     x = 7e4 * np.sign(x) * (1 + np.abs(x))
