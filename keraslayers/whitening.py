@@ -125,7 +125,15 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
             sigma = ops.einsum("ngi,ngj->gij", centered, centered) / count
             sigma = sigma + self.epsilon * ops.eye(self._size, dtype=dtype)
             phi = self.whitening_matrix(sigma)
-            m = self.momentum
+            # A batch with one row has no covariance (Σ = εI): it leaves the
+            # moving statistics as they are instead of pulling the moving
+            # Φ towards ε^{-1/2} I (e.g. the last, one-sample batch of an
+            # epoch).
+            m = ops.where(
+                count > 1,
+                ops.cast(self.momentum, self.moving_mean.dtype),
+                ops.cast(1.0, self.moving_mean.dtype),
+            )
             self.moving_mean.assign(
                 m * self.moving_mean
                 + (1 - m)
@@ -188,7 +196,8 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
     Daleckii–Krein formula in closed form instead, finite for any positive
     spectrum; ε > 0 keeps Σ positive-definite on rank-deficient batches
     (fewer samples than channels in a group, constant channels). A batch of
-    a single sample whitens to zero (β), finite.
+    a single sample whitens to zero (β), finite, and, carrying no
+    covariance, leaves the moving mean and moving Φ unchanged.
 
     Cost: one eigendecomposition per group per training step. TensorFlow's
     XLA compiles it into a slow Jacobi iteration from about 128 channels
@@ -279,7 +288,9 @@ class IterativeNormalization(_GroupWhitening):
     for many iterations on an ill-conditioned Σ (NaN in float32 with
     κ(Σ) = 1e4); the coupled form converges instead. Gradients come from
     automatic differentiation through the iterations (matrix products
-    only), finite for repeated or tiny eigenvalues.
+    only), finite for repeated or tiny eigenvalues. As in DBN, a training
+    batch of a single sample carries no covariance and leaves the moving
+    mean and moving Φ unchanged.
 
     Args:
         group_size: channels per whitened group (default 64, the paper's).

@@ -275,3 +275,58 @@ def test_warns_about_a_large_eigh_compiled_by_tensorflow_xla(jit_compile):
         assert "IterativeNormalization" in warned[0]
     assert warnings_from(DecorrelatedBatchNormalization(group_size=64)) == []
     assert warnings_from(IterativeNormalization(group_size=128)) == []
+
+
+@pytest.mark.parametrize(
+    "cls", [DecorrelatedBatchNormalization, IterativeNormalization]
+)
+def test_a_batch_of_one_leaves_the_moving_statistics_unchanged(cls):
+    rng = np.random.default_rng(11)
+    layer = cls(group_size=4, momentum=0.5)
+    layer(rng.normal(size=(32, 8)).astype("float32"), training=True)
+    mean = keras.ops.convert_to_numpy(layer.moving_mean).copy()
+    phi = keras.ops.convert_to_numpy(layer.moving_whitening).copy()
+    out = layer(rng.normal(size=(1, 8)).astype("float32"), training=True)
+    assert np.isfinite(keras.ops.convert_to_numpy(out)).all()
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer.moving_mean), mean
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer.moving_whitening), phi
+    )
+    # Two samples do carry covariance: the statistics move.
+    layer(rng.normal(size=(2, 8)).astype("float32"), training=True)
+    assert not np.allclose(keras.ops.convert_to_numpy(layer.moving_mean), mean)
+
+
+@pytest.mark.parametrize(
+    "cls", [DecorrelatedBatchNormalization, IterativeNormalization]
+)
+def test_a_last_batch_of_one_in_fit_keeps_the_moving_whitening(cls):
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(65, 6)).astype("float32")
+    y = rng.normal(size=(65, 8)).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(8), cls(group_size=8)]
+        )
+        model.compile("sgd", "mse", jit_compile=True)
+        return model
+
+    full, trimmed = build(), build()
+    # 65 samples in batches of 32: the last batch holds one sample. Without
+    # it (64 samples) the moving statistics after one epoch must be the
+    # same, up to the weight update that the one-sample batch still makes.
+    full.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    trimmed.fit(
+        x[:64], y[:64], batch_size=32, epochs=1, shuffle=False, verbose=0
+    )
+    layer_full, layer_trimmed = full.layers[-1], trimmed.layers[-1]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer_full.moving_whitening),
+        keras.ops.convert_to_numpy(layer_trimmed.moving_whitening),
+        rtol=1e-5,
+        atol=1e-6,
+    )
