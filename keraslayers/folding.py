@@ -177,7 +177,20 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
 
     Example:
 
+    >>> model = keras.Sequential([
+    ...     keras.Input((16,)),
+    ...     keras.layers.Dense(8, use_bias=False),
+    ...     BatchRenormalization(),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Dense(4),
+    ... ])
     >>> inference_model = fold_batch_normalization(model)
+    >>> [type(layer).__name__ for layer in inference_model.layers]
+    ['Dense', 'ReLU', 'Dense']
+    >>> x = keras.random.normal((3, 16))
+    >>> bool(keras.ops.all(keras.ops.isclose(
+    ...     inference_model(x), model(x, training=False), atol=1e-5)))
+    True
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(
