@@ -53,7 +53,7 @@ class _ReparameterizedKernel(keras.layers.Layer):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         _utils.check_layer_dtype(self)
         self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = _utils.check_bool(self, "use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -165,7 +165,9 @@ class ScaleMixin:
         self.scale = _utils.check_number(
             self, "scale", scale, minimum=0.0, strict_minimum=True
         )
-        self.learnable_scale = bool(learnable_scale)
+        self.learnable_scale = _utils.check_bool(
+            self, "learnable_scale", learnable_scale
+        )
 
     def _build_scale(self, units: int) -> None:
         self.scale_weight = (

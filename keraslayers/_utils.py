@@ -6,9 +6,11 @@ and the received value, in the Keras style `... Received: arg=value`.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 FLOATING_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -28,13 +30,19 @@ def check_number(
     minimum: float | None = None,
     maximum: float | None = None,
     strict_minimum: bool = False,
+    allow_infinity: bool = False,
 ) -> float:
-    """Checks a real hyperparameter and returns it as a Python float."""
+    """Checks a real hyperparameter and returns it as a Python float.
+
+    NaN is always refused; ±inf only with `allow_infinity` (a clipping
+    bound may be infinite, an epsilon or a momentum may not)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(layer, f"`{arg}` must be a real number.", arg, value)
     number = float(value)
     if number != number:  # NaN
         raise _fail(layer, f"`{arg}` must not be NaN.", arg, value)
+    if not allow_infinity and not math.isfinite(number):
+        raise _fail(layer, f"`{arg}` must be finite.", arg, value)
     if minimum is not None:
         if strict_minimum and not number > minimum:
             raise _fail(layer, f"`{arg}` must be > {minimum}.", arg, value)
@@ -43,6 +51,14 @@ def check_number(
     if maximum is not None and number > maximum:
         raise _fail(layer, f"`{arg}` must be <= {maximum}.", arg, value)
     return number
+
+
+def check_bool(layer, arg: str, value) -> bool:
+    """A flag must be a bool: `bool("False")` is True, so a string or a
+    number would silently mean something else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise _fail(layer, f"`{arg}` must be True or False.", arg, value)
+    return bool(value)
 
 
 def check_epsilon(layer, value, arg: str = "epsilon") -> float:
@@ -101,12 +117,14 @@ def resolve_axis(layer, axis: int, input_shape, min_rank: int = 2) -> int:
     return resolved
 
 
-def check_floating_input(layer, inputs) -> None:
+def floating_input(layer, inputs):
+    """Integer and boolean inputs (e.g. behind `keras.Input(dtype="uint8")`)
+    are cast to the layer's compute dtype, as Keras's BatchNormalization
+    does; floating inputs pass unchanged (Keras already autocasts them)."""
     dtype = keras.backend.standardize_dtype(inputs.dtype)
-    if dtype not in FLOATING_DTYPES:
-        raise _fail(
-            layer, "expects floating-point inputs.", "inputs.dtype", dtype
-        )
+    if dtype in FLOATING_DTYPES:
+        return inputs
+    return ops.cast(inputs, layer.compute_dtype)
 
 
 def check_layer_dtype(layer) -> None:
@@ -175,6 +193,45 @@ def mean(x, axes, keepdims=False):
     return ops.sum(x, axis=axes, keepdims=keepdims) / reduced_count(x, axes)
 
 
+def mask_weights(layer, mask, inputs, axis: int):
+    """Keras's mask as 0/1 weights shaped like the input with one channel.
+
+    The mask has the input's shape without the channel axis (Keras's
+    `BatchNormalization` convention, e.g. (batch, time) for a padded
+    sequence) or the input's full rank with one channel."""
+    if mask is None:
+        return None
+    rank = len(inputs.shape)
+    weights = ops.cast(mask, math_dtype(layer))
+    if len(weights.shape) == rank - 1:
+        weights = ops.expand_dims(weights, axis)
+    elif len(weights.shape) != rank:
+        raise _fail(
+            layer,
+            f"expects a mask of rank {rank - 1} (the input's shape without "
+            "the channel axis).",
+            "mask.shape",
+            tuple(mask.shape),
+        )
+    return weights
+
+
+def weighted_moments(x, axes, weights):
+    """Mean and variance over `axes` of the positions where `weights` is 1,
+    as Keras's `BatchNormalization` computes them under a mask (an empty
+    mask gives 0, not NaN)."""
+    total = ops.sum(weights, axis=axes, keepdims=True)
+    # Keras adds its epsilon here; max(total, 1) gives the same zero for an
+    # empty mask and the exact weighted mean otherwise.
+    total = ops.maximum(total, ops.ones_like(total))
+    mu = ops.sum(x * weights, axis=axes, keepdims=True) / total
+    centered = x - ops.stop_gradient(mu)
+    variance = ops.sum(weights * ops.square(centered), axis=axes) / (
+        ops.squeeze(total, axis=axes)
+    )
+    return ops.squeeze(mu, axis=axes), variance
+
+
 def moments(x, axes):
     """Biased mean and variance over `axes` (two-pass, in x's dtype).
 
@@ -227,8 +284,8 @@ class AffineMixin:
         beta_constraint,
         gamma_constraint,
     ) -> None:
-        self.center = bool(center)
-        self.scale = bool(scale)
+        self.center = check_bool(self, "center", center)
+        self.scale = check_bool(self, "scale", scale)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.beta_regularizer = keras.regularizers.get(beta_regularizer)

@@ -57,7 +57,9 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
     statistics and the output is β, finite.
 
     Args:
-        axis: the channel axis.
+        axis: the channel axis (default -1, channels last; pass
+            `axis=1` for channels-first data, as with Keras's
+            `BatchNormalization`).
         momentum: of the moving statistics (0.9, the code's decay).
         epsilon: added to the variance (1e-5, the code's).
         prior_weight: p in [0, 1] (0.9, the code's value for micro-batches;
@@ -113,6 +115,9 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Statistics over the unmasked positions only, and the mask is
+        # passed on, as in Keras's BatchNormalization.
+        self.supports_masking = True
         _utils.check_layer_dtype(self)
         self.axis = _utils.check_axis_argument(self, axis)
         self.momentum = _utils.check_momentum(self, momentum)
@@ -167,15 +172,22 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
             offset = offset + self.beta
         return scale, offset
 
-    def call(self, inputs, training=None):
-        _utils.check_floating_input(self, inputs)
+    def call(self, inputs, training=None, mask=None):
+        inputs = _utils.floating_input(self, inputs)
+        weights = _utils.mask_weights(self, mask, inputs, self._axis)
         x = _utils.cast_for_math(self, inputs)
         x, axis, restore = _utils.as_matrix(x, self._axis)
         rank = len(x.shape)
         shape = _utils.broadcast_shape(rank, axis, -1)
         if training:
             axes = _utils.reduction_axes(rank, axis)
-            batch_mean, batch_var = _utils.moments(x, axes)
+            if weights is None:
+                batch_mean, batch_var = _utils.moments(x, axes)
+            else:
+                weights, _, _ = _utils.as_matrix(weights, self._axis)
+                batch_mean, batch_var = _utils.weighted_moments(
+                    x, axes, weights
+                )
             batch_var = ops.maximum(batch_var, 0.0)
             prior_mean = ops.cast(self.moving_mean, x.dtype)
             prior_var = ops.cast(self.moving_variance, x.dtype)

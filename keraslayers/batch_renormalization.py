@@ -137,7 +137,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
     for such batches.
 
     Args:
-        axis: the channel axis.
+        axis: the channel axis (default -1, channels last; pass
+            `axis=1` for channels-first data, as with Keras's
+            `BatchNormalization`).
         momentum: momentum of the moving statistics (the paper's 1 - α,
             α = 0.01).
         epsilon: added to the batch variance.
@@ -195,6 +197,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Statistics over the unmasked positions only, and the mask is
+        # passed on, as in Keras's BatchNormalization.
+        self.supports_masking = True
         _utils.check_layer_dtype(self)
         self.axis = _utils.check_axis_argument(self, axis)
         self.momentum = _utils.check_momentum(self, momentum)
@@ -235,7 +240,10 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
                         f"end_value={value.end_value})"
                     )
             return value
-        return _utils.check_number(self, arg, value, minimum=minimum)
+        # An infinite bound is allowed: it means no clipping.
+        return _utils.check_number(
+            self, arg, value, minimum=minimum, allow_infinity=True
+        )
 
     @property
     def _scheduled(self) -> bool:
@@ -285,14 +293,19 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             offset = offset + self.beta
         return scale, offset
 
-    def call(self, inputs, training=None):
-        _utils.check_floating_input(self, inputs)
+    def call(self, inputs, training=None, mask=None):
+        inputs = _utils.floating_input(self, inputs)
+        weights = _utils.mask_weights(self, mask, inputs, self._axis)
         x = _utils.cast_for_math(self, inputs)
         x, axis, restore = _utils.as_matrix(x, self._axis)
         rank = len(x.shape)
         if training:
             axes = _utils.reduction_axes(rank, axis)
-            mean, variance = _utils.moments(x, axes)
+            if weights is None:
+                mean, variance = _utils.moments(x, axes)
+            else:
+                weights, _, _ = _utils.as_matrix(weights, self._axis)
+                mean, variance = _utils.weighted_moments(x, axes, weights)
             # A float32 variance of a batch with a large mean can come out
             # slightly negative; clamp it.
             variance = ops.maximum(variance, 0.0)

@@ -8,6 +8,7 @@ from keraslayers._kernel_layers import (
     ReparameterizedConv2D,
     ReparameterizedDense,
 )
+from keraslayers.folding import check_rewritable
 
 
 def _plain_layer(layer):
@@ -41,8 +42,10 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     their kernel from stored parameters at every call; the exported model
     holds the result in a `keras.layers.Dense` / `keras.layers.Conv2D`, so
     it makes the same predictions at the cost of the plain layer and loads
-    without keraslayers (unless other keraslayers layers remain). The
-    input model is not modified.
+    without keraslayers (unless other keraslayers layers remain). Nested
+    Sequential and functional sub-models are exported inside; a subclassed
+    model cannot be rewritten and raises a `ValueError`. The input model is
+    not modified.
 
     Args:
         model: a built `keras.Sequential` or functional `keras.Model`.
@@ -67,14 +70,14 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     True
     >>> deployable.save("model.keras")  # loads without keraslayers
     """
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(
-            "export_inference_model: expects a built keras Model. "
-            f"Received: model={model!r}"
-        )
+    check_rewritable(model, "export_inference_model")
     weights = {}
+    nested = {}
 
     def clone(layer):
+        if isinstance(layer, keras.Model):  # exported inside, recursively
+            nested[layer.name] = export_inference_model(layer)
+            return nested[layer.name]
         plain = _plain_layer(layer)
         if plain is None:
             return layer.__class__.from_config(layer.get_config())
@@ -85,6 +88,6 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     for layer in new.layers:
         if layer.name in weights:
             layer.set_weights(weights[layer.name])
-        elif layer.weights:
+        elif layer.weights and not any(layer is m for m in nested.values()):
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return new

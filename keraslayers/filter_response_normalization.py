@@ -31,7 +31,9 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
     epsilon there, and for convolutions with 1×1 feature maps.
 
     Args:
-        axis: the channel axis; every other non-batch axis is reduced.
+        axis: the channel axis; every other non-batch axis is reduced
+            (default -1, channels last; pass `axis=1` for channels-first
+            data).
         epsilon: the fixed ε (its absolute value is used), or the lower
             bound of the learned one.
         learned_epsilon: whether to add a trainable `|ε_l|` to `epsilon`.
@@ -84,7 +86,9 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         _utils.check_layer_dtype(self)
         self.axis = _utils.check_axis_argument(self, axis)
         self.epsilon = _utils.check_epsilon(self, epsilon)
-        self.learned_epsilon = bool(learned_epsilon)
+        self.learned_epsilon = _utils.check_bool(
+            self, "learned_epsilon", learned_epsilon
+        )
         self.learned_epsilon_init = _utils.check_epsilon(
             self, learned_epsilon_init, "learned_epsilon_init"
         )
@@ -129,7 +133,7 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
 
     def call(self, inputs, training=None):
         del training  # same function in training and inference
-        _utils.check_floating_input(self, inputs)
+        inputs = _utils.floating_input(self, inputs)
         x = _utils.cast_for_math(self, inputs)
         x, axis, restore = _utils.as_matrix(x, self._axis, keep_leading=True)
         rank = len(x.shape)
@@ -176,7 +180,8 @@ class TLU(keras.layers.Layer):
     learned one per position, a known pitfall).
 
     Args:
-        axis: the channel axis.
+        axis: the channel axis (default -1, channels last; pass `axis=1`
+            for channels-first data).
         tau_initializer: initializer of τ (zeros: TLU starts as a ReLU).
         tau_regularizer: regularizer of τ.
         tau_constraint: constraint of τ.
@@ -223,7 +228,7 @@ class TLU(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         del training  # same function in training and inference
-        _utils.check_floating_input(self, inputs)
+        inputs = _utils.floating_input(self, inputs)
         rank = len(inputs.shape)
         tau = ops.reshape(
             ops.cast(self.tau, inputs.dtype),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -49,6 +51,40 @@ def inference_affine(layer) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
+def check_rewritable(model, function: str) -> None:
+    """A model these rewrites can handle: built, and Sequential or
+    functional. A subclassed model's `call` is Python code, not a layer
+    graph, so there is nothing to rewrite: refuse it with the reason."""
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(
+            f"{function}: expects a built keras Model. Received: "
+            f"model={model!r}"
+        )
+    if not isinstance(model, keras.Sequential) and not hasattr(
+        model, "_operations"
+    ):
+        raise ValueError(
+            f"{function}: cannot rewrite a subclassed model: its `call` is "
+            "Python code, not a graph of layers. Build it with the "
+            "Sequential or functional API, or apply the function to the "
+            "Sequential/functional parts it holds. Received: "
+            f"model={type(model).__name__}"
+        )
+
+
+def _groups_compatible(linear, a) -> bool:
+    """A grouped convolution's output channel j reads only its own group of
+    inputs; a matrix A that mixes channels of different groups would need
+    an ungrouped kernel. Such a pair is left unfolded."""
+    groups = getattr(linear, "groups", 1) or 1
+    if groups == 1 or a.ndim == 1:
+        return True
+    size = a.shape[0] // groups
+    group_of = np.arange(a.shape[0]) // size
+    across = group_of[:, None] != group_of[None, :]
+    return not np.any(a[across])
+
+
 def _channel_axis_matches(linear, norm) -> bool:
     rank = len(linear.output.shape)
     axis = getattr(norm, "axis", -1)
@@ -64,13 +100,25 @@ def _channel_axis_matches(linear, norm) -> bool:
 
 
 def _foldable_pair(linear, norm) -> bool:
-    return (
+    if not (
         isinstance(linear, _LINEAR)
         and not isinstance(linear, _EXCLUDED)
         and linear.activation in (None, keras.activations.linear)
         and inference_affine(norm) is not None
         and _channel_axis_matches(linear, norm)
-    )
+    ):
+        return False
+    if not _groups_compatible(linear, inference_affine(norm)[0]):
+        warnings.warn(
+            f"fold_batch_normalization: `{norm.name}` mixes output channels "
+            f"of different groups of the grouped convolution "
+            f"`{linear.name}` (groups={linear.groups}); the pair is left "
+            "unfolded, so the result keeps both layers and computes the "
+            "same function.",
+            stacklevel=4,
+        )
+        return False
+    return True
 
 
 def _folded_weights(linear, norm) -> list[np.ndarray]:
@@ -166,7 +214,12 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
     groups). Layers that are not affine in inference
     (`FilterResponseNormalization`, layer or group normalization) and
     layers whose input is not such a linear layer are kept as they are.
-    The input model is not modified; the result is meant for inference.
+    A whitening layer whose groups mix the output channels of different
+    groups of a grouped convolution is kept too, with a warning: folding
+    it would need an ungrouped kernel. Nested Sequential and functional
+    sub-models are folded inside. A subclassed model cannot be rewritten
+    and raises a `ValueError`. The input model is not modified; the result
+    is meant for inference.
 
     Args:
         model: a `keras.Sequential` or functional `keras.Model`.
@@ -192,12 +245,15 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
     ...     inference_model(x), model(x, training=False), atol=1e-5)))
     True
     """
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(
-            "fold_batch_normalization: expects a built keras Model. "
-            f"Received: model={model!r}"
-        )
+    check_rewritable(model, "fold_batch_normalization")
     pairs = _pairs_in(model)
+    # Sub-models are folded inside, recursively (a pair that straddles a
+    # sub-model's boundary is left as it is).
+    nested = {
+        layer.name: fold_batch_normalization(layer)
+        for layer in model.layers
+        if isinstance(layer, keras.Model)
+    }
     folded_norms = {id(norm) for _, norm in pairs}
     weights = {
         linear.name: _folded_weights(linear, norm) for linear, norm in pairs
@@ -208,7 +264,9 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
         for layer in model.layers:
             if id(layer) in folded_norms:
                 continue
-            if layer.name in weights:
+            if layer.name in nested:
+                layers.append(nested[layer.name])
+            elif layer.name in weights:
                 layers.append(_linear_with_bias(layer))
             else:
                 layers.append(layer.__class__.from_config(layer.get_config()))
@@ -229,6 +287,8 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
                 # A stand-in that `call` below never calls, so it does not
                 # end up in the new graph.
                 return keras.layers.Identity(name=layer.name)
+            if layer.name in nested:
+                return nested[layer.name]
             if layer.name in weights:
                 return _linear_with_bias(layer)
             return layer.__class__.from_config(layer.get_config())
@@ -244,6 +304,6 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
     for layer in new.layers:
         if layer.name in weights:
             layer.set_weights(weights[layer.name])
-        elif layer.weights:
+        elif layer.weights and not any(layer is m for m in nested.values()):
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return new

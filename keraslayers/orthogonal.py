@@ -126,11 +126,15 @@ _DOC = """
                      W = B_T Z / √‖S‖_F
     ```
 
-    times `scale` (1.414 by default as in the official code, or learned per
-    output unit). OWN gives W Wᵀ = I in each group: W is the polar factor
-    of Z. ONI with T iterations gives singular values
-    b_T(λ/‖S‖_F)·√(λ − ε)/√‖S‖_F for the eigenvalues λ of S and the scalar
-    map b ← 1.5b − 0.5b³x from b = 1, and tends to OWN as T grows.
+    times `scale` (1.414 by default, or learned per output unit). The
+    defaults, T = 5 and 1.414, are the official ONI code's for
+    convolutions (`ONI_Conv2d`); its fully connected `ONI_Linear` uses
+    T = 4 and scale 1, which `OrthogonalDense(num_iterations=4, scale=1.0)`
+    reproduces. This library keeps one default for both. OWN gives
+    W Wᵀ = I in each group: W is the polar factor of Z. ONI with T
+    iterations gives singular values b_T(λ/‖S‖_F)·√(λ − ε)/√‖S‖_F for the
+    eigenvalues λ of S and the scalar map b ← 1.5b − 0.5b³x from b = 1,
+    and tends to OWN as T grows.
 
     Numerics: ONI's iteration is evaluated in the coupled Newton–Schulz form
     (equal in exact arithmetic); the uncoupled form above diverges for many

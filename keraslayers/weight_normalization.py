@@ -3,9 +3,11 @@ Normalization (Huang et al., 2017) for Dense and Conv2D."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keraslayers import _utils
@@ -25,10 +27,16 @@ class _WeightNormMixin:
     initialization of g and the bias on the first training batch."""
 
     def _init_weight_norm(self, data_init, epsilon):
-        self.data_init = bool(data_init)
+        self.data_init = _utils.check_bool(self, "data_init", data_init)
         self.epsilon = _utils.check_number(
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
+        if self.data_init and not self.use_bias:
+            raise ValueError(
+                f"{type(self).__name__}: data-dependent initialization sets "
+                "the bias, so it needs `use_bias=True`. Received: "
+                "use_bias=False"
+            )
 
     def _build_reparameterization(self, units, fan_in):
         self.g = self.add_weight(
@@ -118,7 +126,23 @@ class _WeightNormMixin:
         axes = [i for i in range(len(t.shape)) if i != channel]
         mean, var = _utils.moments(ops.stop_gradient(t), axes)
         inv_std = ops.rsqrt(var + 1e-6)
-        first = self.initialized < 0.5
+        # A batch with one row (one sample of a Dense layer) has no variance
+        # to measure: 1/σ would be 1000. The initialization waits for the
+        # first training batch with more than one row.
+        rows = _utils.reduced_count(t, axes)
+        static_rows = [t.shape[i] for i in axes]
+        if all(isinstance(n, int) for n in static_rows) and (
+            int(np.prod(static_rows)) == 1
+        ):
+            warnings.warn(
+                f"{type(self).__name__}: data_init needs a training batch "
+                "with more than one row (samples times positions); this "
+                "batch has one row, so the initialization waits for the "
+                "next training batch.",
+                stacklevel=3,
+            )
+        usable = rows > 1
+        first = ops.logical_and(self.initialized < 0.5, usable)
         g = self._math(self.g)
         bias = self._math(self.bias)
         dtype = self.g_offset.dtype
@@ -135,7 +159,11 @@ class _WeightNormMixin:
                 dtype,
             )
         )
-        self.initialized.assign(ops.ones((), dtype))
+        self.initialized.assign(
+            ops.cast(
+                ops.where(usable, 1.0, self._math(self.initialized)), dtype
+            )
+        )
 
     def call(self, inputs, training=None):
         if self.data_init and training:

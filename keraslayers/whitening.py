@@ -33,6 +33,9 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Statistics over the unmasked positions only, and the mask is
+        # passed on, as in Keras's BatchNormalization.
+        self.supports_masking = True
         _utils.check_layer_dtype(self)
         self.group_size = _utils.check_int(
             self, "group_size", group_size, minimum=1
@@ -111,18 +114,32 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
             b = b + keras.ops.convert_to_numpy(self.beta)
         return a, b
 
-    def call(self, inputs, training=None):
-        _utils.check_floating_input(self, inputs)
+    def call(self, inputs, training=None, mask=None):
+        inputs = _utils.floating_input(self, inputs)
+        weights = _utils.mask_weights(self, mask, inputs, self._axis)
         dtype = _utils.math_dtype(self)
         x = ops.moveaxis(ops.cast(inputs, dtype), self._axis, -1)
         moved_shape = ops.shape(x)
         channels = self._groups * self._size
         flat = ops.reshape(x, (-1, channels))
         if training:
-            mean = _utils.mean(flat, [0])
-            centered = ops.reshape(flat - mean, (-1, self._groups, self._size))
-            count = ops.cast(ops.shape(centered)[0], dtype)
-            sigma = ops.einsum("ngi,ngj->gij", centered, centered) / count
+            if weights is None:
+                mean = _utils.mean(flat, [0])
+                centered = flat - mean
+                count = ops.cast(ops.shape(flat)[0], dtype)
+                rows = centered
+            else:
+                # Only the unmasked rows enter the mean and the covariance.
+                w = ops.reshape(ops.moveaxis(weights, self._axis, -1), (-1, 1))
+                count = ops.sum(w)
+                mean = ops.sum(flat * w, axis=0) / ops.maximum(count, 1.0)
+                centered = flat - mean
+                rows = centered * w
+            centered = ops.reshape(centered, (-1, self._groups, self._size))
+            rows = ops.reshape(rows, (-1, self._groups, self._size))
+            sigma = ops.einsum("ngi,ngj->gij", rows, rows) / ops.maximum(
+                count, 1.0
+            )
             sigma = sigma + self.epsilon * ops.eye(self._size, dtype=dtype)
             phi = self.whitening_matrix(sigma)
             # A batch with one row has no covariance (Σ = εI): it leaves the
@@ -209,7 +226,9 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
         group_size: channels per whitened group (the paper's m); the
             channels must be divisible by it. A group size larger than the
             channel count whitens all channels together.
-        axis: the channel axis.
+        axis: the channel axis (default -1, channels last; pass
+            `axis=1` for channels-first data, as with Keras's
+            `BatchNormalization`).
         epsilon: added to the diagonal of Σ, > 0.
         momentum: of the running mean and running Φ (Keras convention:
             new = momentum · old + (1 − momentum) · batch; the official
