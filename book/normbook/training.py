@@ -167,10 +167,16 @@ def compare(
 
 @keras.saving.register_keras_serializable(package="normbook")
 class NoisyShift(keras.layers.Layer):
-    """Santurkar et al.'s "noisy BN": in training, every unit's activation
-    is scaled by 1 + s·a and shifted by s·b with a, b ~ N(0, 1) drawn anew
-    at every step, so the layer's output distribution keeps moving (a
-    deliberate covariate shift). Identity in inference."""
+    """Santurkar et al.'s "noisy BN" noise, to put after a BN layer.
+
+    In training, every activation of every example gets its own noise,
+    i.i.d. given the step: ``y = m * x + a`` with
+    ``a ~ N(mu_j, s^2)`` and ``m ~ N(nu_j, (s/2)^2)``, where for each unit
+    ``j`` the means ``mu_j ~ U(-s, s)`` and ``nu_j ~ U(1, 1 + s)`` are drawn
+    anew at every step (``s`` is ``strength``). The next layer therefore
+    sees inputs with a non-zero mean and a non-unit variance that change
+    at every step: a deliberate covariate shift. Identity in inference.
+    """
 
     def __init__(self, strength: float = 0.5, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -181,10 +187,19 @@ class NoisyShift(keras.layers.Layer):
     def call(self, inputs, training=None):
         if not training or self.strength == 0:
             return inputs
-        units = inputs.shape[-1]
-        a = keras.random.normal((units,), seed=self.generator)
-        b = keras.random.normal((units,), seed=self.generator)
-        return inputs * (1 + self.strength * a) + self.strength * b
+        s = self.strength
+        shape = keras.ops.shape(inputs)
+        # This step's distribution, one per unit: the means of the shift
+        # (in [-s, s]) and of the scale (in [1, 1 + s]) ...
+        means = keras.random.uniform(
+            (2,) + tuple(shape[-1:]), seed=self.generator
+        )
+        mu, nu = s * (2 * means[0] - 1), 1 + s * means[1]
+        # ... and one draw from it per activation of every example.
+        noise = keras.random.normal((2,) + tuple(shape), seed=self.generator)
+        a = mu + s * noise[0]
+        m = nu + 0.5 * s * noise[1]
+        return m * inputs + a
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -198,39 +213,76 @@ class NoisyShift(keras.layers.Layer):
 
 
 class PreactivationTracker(keras.callbacks.Callback):
-    """Records percentiles of one layer's *input* on a fixed batch every
-    `every` training steps, evaluated as in training (batch statistics)
-    without updating any moving statistics."""
+    """Records one unit of the *input* of one or more layers on a fixed
+    batch every ``every`` training steps, evaluated as in training (batch
+    statistics) without updating any moving statistics.
+
+    ``columns[name]`` holds, per record, the unit's values on the batch;
+    ``values[name]`` their percentiles; ``steps`` the training step of
+    each record (0 = before training). ``layer_name`` is one name or a
+    list of names; with one name, ``values`` is also that layer's array
+    of percentiles (``tracker.values`` keeps working as before).
+    """
 
     def __init__(
         self, layer_name, x, unit=0, every=5, percentiles=(15, 50, 85)
     ):
         super().__init__()
-        self.layer_name, self.x, self.unit = layer_name, x, unit
+        self.names = (
+            [layer_name] if isinstance(layer_name, str) else list(layer_name)
+        )
+        self.single = isinstance(layer_name, str)
+        self.x, self.unit = x, unit
         self.every, self.percentiles = every, percentiles
-        self.steps, self.values = [], []
+        self.steps = []
+        self.columns = {name: [] for name in self.names}
         self._step = 0
 
+    @property
+    def values(self):
+        table = {
+            name: np.array(
+                [np.percentile(c, self.percentiles) for c in columns]
+            )
+            for name, columns in self.columns.items()
+        }
+        return table[self.names[0]] if self.single else table
+
     def on_train_begin(self, logs=None):
-        target = self.model.get_layer(self.layer_name).input
-        self.probe = keras.Model(self.model.inputs[0], target)
+        targets = [self.model.get_layer(n).input for n in self.names]
+        self.probe = keras.Model(self.model.inputs[0], targets)
+        self._epoch_start = 0
         self._record()
 
     def _record(self):
+        # The JAX trainer keeps the current weights outside the model
+        # during fit; bring them back before reading them.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
         probe = self.probe
-        out, _ = probe.stateless_call(
+        outputs, _ = probe.stateless_call(
             [v.value for v in probe.trainable_variables],
             [v.value for v in probe.non_trainable_variables],
             self.x,
             training=True,
         )
-        column = keras.ops.convert_to_numpy(out)[:, self.unit]
+        if len(self.names) == 1:
+            outputs = [outputs]
+        for name, out in zip(self.names, outputs, strict=True):
+            column = keras.ops.convert_to_numpy(out)[:, self.unit]
+            self.columns[name].append(column)
         self.steps.append(self._step)
-        self.values.append(np.percentile(column, self.percentiles))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch_start = self._step
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._step % self.every == 0:
+        # With several steps per execution, ``batch`` is the index of the
+        # last step run in the epoch.
+        before = self._step
+        self._step = self._epoch_start + batch + 1
+        if self._step // self.every > before // self.every:
             self._record()
 
 
@@ -238,7 +290,16 @@ class BatchStatisticsAccuracy(keras.callbacks.Callback):
     """Per epoch, the test accuracy when normalization layers use the
     statistics of each test batch (training-mode forward, no updates), to
     set beside Keras's own validation accuracy, which uses the moving
-    averages."""
+    averages.
+
+    The test set is cut into batches of ``batch_size`` (the remainder is
+    dropped), so every batch has the same shape and the forward pass is
+    compiled once per model and batch size (JAX: ``jax.jit``; TensorFlow:
+    one ``tf.function`` trace), and reused when the same model is trained
+    again, e.g. over several seeds.
+    """
+
+    _compiled: dict = {}
 
     def __init__(self, x, y, batch_size, every_epoch=True):
         super().__init__()
@@ -254,21 +315,47 @@ class BatchStatisticsAccuracy(keras.callbacks.Callback):
         if not self.every_epoch:
             self._evaluate()
 
-    def _evaluate(self):
+    def _forward(self):
+        """The model's training-mode forward pass, compiled once."""
         model = self.model
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-        correct = 0
-        for start in range(
-            0, len(self.x) - self.batch_size + 1, self.batch_size
-        ):
-            xb = self.x[start : start + self.batch_size]
+        key = (id(model), self.batch_size)
+        if key in self._compiled and self._compiled[key][0] is model:
+            return self._compiled[key][1]
+
+        def forward(trainable, non_trainable, xb):
             logits, _ = model.stateless_call(
                 trainable, non_trainable, xb, training=True
             )
+            return logits
+
+        backend = keras.backend.backend()
+        if backend == "jax":
+            import jax
+
+            forward = jax.jit(forward)
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            forward = tf.function(forward, reduce_retracing=True)
+        self._compiled[key] = (model, forward)
+        return forward
+
+    def _evaluate(self):
+        model = self.model
+        sync = getattr(model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        forward = self._forward()
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        n = (len(self.x) // self.batch_size) * self.batch_size
+        batches = np.asarray(self.x[:n], "float32").reshape(
+            (-1, self.batch_size) + tuple(np.shape(self.x)[1:])
+        )
+        correct = 0
+        for i, xb in enumerate(batches):
+            logits = forward(trainable, non_trainable, xb)
             predicted = keras.ops.convert_to_numpy(logits).argmax(-1)
-            correct += (
-                predicted == self.y[start : start + self.batch_size]
-            ).sum()
-        used = (len(self.x) // self.batch_size) * self.batch_size
-        self.accuracy.append(correct / used)
+            labels = self.y[i * self.batch_size : (i + 1) * self.batch_size]
+            correct += int((predicted == labels).sum())
+        self.accuracy.append(correct / n)
