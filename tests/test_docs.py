@@ -53,10 +53,10 @@ def test_readme_model_example_learns_and_folds():
     # class, at a random phase, plus noise. Small convolutions see the
     # orientation anywhere, so the README's model can learn it.
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, size=640)
+    y = rng.integers(0, 10, size=1280)
     rows, cols = np.mgrid[0:28, 0:28]
     angle = np.pi * y / 10
-    phase = rng.uniform(0, 2 * np.pi, size=640)
+    phase = rng.uniform(0, 2 * np.pi, size=1280)
     wave = np.cos(
         2
         * np.pi
