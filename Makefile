@@ -39,6 +39,7 @@ BOOK_BACKEND ?= jax
 book: $(STAMP) $(VENDOR)
 	KERAS_BACKEND=$(BOOK_BACKEND) NORMBOOK_STATIC=1 $(BIN)/jupyter-book build --warningiserror --nitpick \
 		--keep-going .
+	$(BIN)/python tools/book_timings.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
