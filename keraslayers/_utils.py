@@ -216,31 +216,30 @@ def mask_weights(layer, mask, inputs, axis: int):
     return weights
 
 
-def weighted_moments(x, axes, weights):
-    """Mean and variance over `axes` of the positions where `weights` is 1,
-    as Keras's `BatchNormalization` computes them under a mask (an empty
-    mask gives 0, not NaN)."""
+def moments(x, axes, weights=None):
+    """Biased mean and variance over `axes` (two-pass, in x's dtype).
+
+    The variance reads the mean through `stop_gradient`, as
+    `tf.nn.moments` does: ∂var/∂μ = −2·mean(x − μ) = 0 exactly, so the
+    gradient is unchanged while the backward pass has one reduction less.
+
+    With 0/1 `weights` (a mask, see `mask_weights`), the moments of the
+    positions where they are 1, as Keras's `BatchNormalization` computes
+    them under a mask; an empty mask gives 0, not NaN.
+    """
+    if weights is None:
+        mu = mean(x, axes, keepdims=True)
+        variance = mean(ops.square(x - ops.stop_gradient(mu)), axes)
+        return ops.squeeze(mu, axis=axes), variance
+    # Keras adds its epsilon to the count; max(count, 1) gives the same zero
+    # for an empty mask and the exact weighted mean otherwise.
     total = ops.sum(weights, axis=axes, keepdims=True)
-    # Keras adds its epsilon here; max(total, 1) gives the same zero for an
-    # empty mask and the exact weighted mean otherwise.
     total = ops.maximum(total, ops.ones_like(total))
     mu = ops.sum(x * weights, axis=axes, keepdims=True) / total
     centered = x - ops.stop_gradient(mu)
     variance = ops.sum(weights * ops.square(centered), axis=axes) / (
         ops.squeeze(total, axis=axes)
     )
-    return ops.squeeze(mu, axis=axes), variance
-
-
-def moments(x, axes):
-    """Biased mean and variance over `axes` (two-pass, in x's dtype).
-
-    The variance reads the mean through `stop_gradient`, as
-    `tf.nn.moments` does: ∂var/∂μ = −2·mean(x − μ) = 0 exactly, so the
-    gradient is unchanged while the backward pass has one reduction less.
-    """
-    mu = mean(x, axes, keepdims=True)
-    variance = mean(ops.square(x - ops.stop_gradient(mu)), axes)
     return ops.squeeze(mu, axis=axes), variance
 
 

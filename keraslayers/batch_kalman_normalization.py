@@ -186,13 +186,9 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
         shape = _utils.broadcast_shape(rank, axis, -1)
         if training:
             axes = _utils.reduction_axes(rank, axis)
-            if weights is None:
-                batch_mean, batch_var = _utils.moments(x, axes)
-            else:
+            if weights is not None:
                 weights, _, _ = _utils.as_matrix(weights, self._axis)
-                batch_mean, batch_var = _utils.weighted_moments(
-                    x, axes, weights
-                )
+            batch_mean, batch_var = _utils.moments(x, axes, weights)
             batch_var = ops.maximum(batch_var, 0.0)
             prior_mean = ops.cast(self.moving_mean, x.dtype)
             prior_var = ops.cast(self.moving_variance, x.dtype)

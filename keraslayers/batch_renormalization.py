@@ -301,11 +301,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         rank = len(x.shape)
         if training:
             axes = _utils.reduction_axes(rank, axis)
-            if weights is None:
-                mean, variance = _utils.moments(x, axes)
-            else:
+            if weights is not None:
                 weights, _, _ = _utils.as_matrix(weights, self._axis)
-                mean, variance = _utils.weighted_moments(x, axes, weights)
+            mean, variance = _utils.moments(x, axes, weights)
             # A float32 variance of a batch with a large mean can come out
             # slightly negative; clamp it.
             variance = ops.maximum(variance, 0.0)

@@ -104,11 +104,13 @@ def _foldable_pair(linear, norm) -> bool:
         isinstance(linear, _LINEAR)
         and not isinstance(linear, _EXCLUDED)
         and linear.activation in (None, keras.activations.linear)
-        and inference_affine(norm) is not None
         and _channel_axis_matches(linear, norm)
     ):
         return False
-    if not _groups_compatible(linear, inference_affine(norm)[0]):
+    affine = inference_affine(norm)
+    if affine is None:
+        return False
+    if not _groups_compatible(linear, affine[0]):
         warnings.warn(
             f"fold_batch_normalization: `{norm.name}` mixes output channels "
             f"of different groups of the grouped convolution "
