@@ -41,6 +41,7 @@ from normbook.training import (  # noqa: E402,F401
     NoisyShift,
     PreactivationTracker,
     Progress,
+    Trainer,
     compare,
     train,
     train_seeds,
