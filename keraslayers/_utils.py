@@ -216,7 +216,41 @@ def mask_weights(layer, mask, inputs, axis: int):
     return weights
 
 
-def moments(x, axes, weights=None):
+def replica_context(layer):
+    """The `tf.distribute` replica context whose replicas share the batch
+    statistics of `layer`, or None.
+
+    Only a `synchronized` layer on the TensorFlow backend, called inside a
+    strategy's replica function with more than one replica, gets one.
+    Elsewhere the batch a layer sees is already the batch its statistics
+    belong to: one device, or JAX under `keras.distribution`, where the
+    layer's code is traced once for the global batch and GSPMD inserts the
+    cross-device reductions itself.
+    """
+    if not getattr(layer, "synchronized", False):
+        return None
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def replica_sum(context, tensors):
+    """Sums a list of tensors over the replicas of `context` (identity when
+    it is None). The gradient of the all-reduce is the all-reduce of the
+    gradients, so backpropagation sees the global sums too."""
+    if context is None:
+        return tensors
+    import tensorflow as tf
+
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, list(tensors))
+
+
+def moments(x, axes, weights=None, context=None):
     """Biased mean and variance over `axes` (two-pass, in x's dtype).
 
     The variance reads the mean through `stop_gradient`, as
@@ -226,7 +260,34 @@ def moments(x, axes, weights=None):
     With 0/1 `weights` (a mask, see `mask_weights`), the moments of the
     positions where they are 1, as Keras's `BatchNormalization` computes
     them under a mask; an empty mask gives 0, not NaN.
+
+    With a replica `context` (see `replica_context`), the moments of the
+    global batch: the sums and counts are all-reduced, once for the mean
+    and once for the squared deviations from the global mean (two passes,
+    as on one device, rather than Keras's one-pass E[x²] − μ², which loses
+    the variance of a channel whose mean is large).
     """
+    if context is not None:
+        if weights is None:
+            count = ops.ones_like(ops.sum(x, axis=axes, keepdims=True))
+            count = count * reduced_count(x, axes)
+            total = ops.sum(x, axis=axes, keepdims=True)
+        else:
+            count = ops.sum(
+                weights * ops.ones_like(x), axis=axes, keepdims=True
+            )
+            total = ops.sum(x * weights, axis=axes, keepdims=True)
+        total, count = replica_sum(context, [total, count])
+        count = ops.maximum(count, ops.ones_like(count))
+        mu = total / count
+        deviations = ops.square(x - ops.stop_gradient(mu))
+        if weights is not None:
+            deviations = deviations * weights
+        (squares,) = replica_sum(
+            context, [ops.sum(deviations, axis=axes, keepdims=True)]
+        )
+        variance = squares / count
+        return ops.squeeze(mu, axis=axes), ops.squeeze(variance, axis=axes)
     if weights is None:
         mu = mean(x, axes, keepdims=True)
         variance = mean(ops.square(x - ops.stop_gradient(mu)), axes)

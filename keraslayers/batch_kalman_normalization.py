@@ -75,6 +75,16 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
             `moving_mean_initializer`, `moving_variance_initializer`, as in
             `BatchNormalization`; likewise `beta_regularizer`,
             `gamma_regularizer`, `beta_constraint`, `gamma_constraint`.
+        synchronized: under a `tf.distribute` strategy (TensorFlow
+            backend), all-reduce the sums behind the batch statistics
+            (per-channel sums and squared deviations; the gate then
+            compares the prior with the global batch's variance) across
+            replicas, so that every replica normalizes with the global
+            batch's statistics and the moving statistics are the global
+            batch's; the gradient flows through the all-reduce. Outside
+            a strategy it changes nothing. On JAX under
+            `keras.distribution` the statistics are the global batch's
+            with or without it.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -117,9 +127,13 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.synchronized = _utils.check_bool(
+            self, "synchronized", synchronized
+        )
         # Statistics over the unmasked positions only, and the mask is
         # passed on, as in Keras's BatchNormalization.
         self.supports_masking = True
@@ -188,7 +202,9 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
             axes = _utils.reduction_axes(rank, axis)
             if weights is not None:
                 weights, _, _ = _utils.as_matrix(weights, self._axis)
-            batch_mean, batch_var = _utils.moments(x, axes, weights)
+            batch_mean, batch_var = _utils.moments(
+                x, axes, weights, _utils.replica_context(self)
+            )
             batch_var = ops.maximum(batch_var, 0.0)
             prior_mean = ops.cast(self.moving_mean, x.dtype)
             prior_var = ops.cast(self.moving_variance, x.dtype)
@@ -250,4 +266,5 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
             "moving_variance_initializer": ser(
                 self.moving_variance_initializer, "initializers"
             ),
+            "synchronized": self.synchronized,
         }

@@ -153,6 +153,15 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             deviation (ones by default).
         beta_regularizer, gamma_regularizer: regularizers of β and γ.
         beta_constraint, gamma_constraint: constraints of β and γ.
+        synchronized: under a `tf.distribute` strategy (TensorFlow
+            backend), all-reduce the sums behind the batch statistics
+            (per-channel sums and squared deviations) across replicas,
+            so that every replica normalizes with the global batch's
+            statistics and the moving statistics are the global batch's;
+            the gradient flows through the all-reduce. Outside a
+            strategy it changes nothing. On JAX under
+            `keras.distribution` the statistics are the global batch's
+            with or without it.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -194,9 +203,13 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.synchronized = _utils.check_bool(
+            self, "synchronized", synchronized
+        )
         # Statistics over the unmasked positions only, and the mask is
         # passed on, as in Keras's BatchNormalization.
         self.supports_masking = True
@@ -303,7 +316,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             axes = _utils.reduction_axes(rank, axis)
             if weights is not None:
                 weights, _, _ = _utils.as_matrix(weights, self._axis)
-            mean, variance = _utils.moments(x, axes, weights)
+            mean, variance = _utils.moments(
+                x, axes, weights, _utils.replica_context(self)
+            )
             # A float32 variance of a batch with a large mean can come out
             # slightly negative; clamp it.
             variance = ops.maximum(variance, 0.0)
@@ -352,4 +367,5 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             "d_max": _serialize_limit(self.d_max),
             "moving_mean_initializer": ser(self.moving_mean_initializer),
             "moving_stddev_initializer": ser(self.moving_stddev_initializer),
+            "synchronized": self.synchronized,
         }

@@ -30,9 +30,13 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.synchronized = _utils.check_bool(
+            self, "synchronized", synchronized
+        )
         # Statistics over the unmasked positions only, and the mask is
         # passed on, as in Keras's BatchNormalization.
         self.supports_masking = True
@@ -123,23 +127,35 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         channels = self._groups * self._size
         flat = ops.reshape(x, (-1, channels))
         if training:
-            if weights is None:
+            context = _utils.replica_context(self)
+            if weights is None and context is None:
                 mean = _utils.mean(flat, [0])
                 centered = flat - mean
                 count = ops.cast(ops.shape(flat)[0], dtype)
                 rows = centered
             else:
-                # Only the unmasked rows enter the mean and the covariance.
-                w = ops.reshape(ops.moveaxis(weights, self._axis, -1), (-1, 1))
-                count = ops.sum(w)
-                mean = ops.sum(flat * w, axis=0) / ops.maximum(count, 1.0)
+                # Only the unmasked rows enter the mean and the covariance;
+                # under a synchronized strategy, the rows of all replicas
+                # (sums all-reduced: the global mean first, then the
+                # covariance around it).
+                if weights is None:
+                    w = ops.ones_like(flat[:, :1])
+                else:
+                    w = ops.reshape(
+                        ops.moveaxis(weights, self._axis, -1), (-1, 1)
+                    )
+                total, count = _utils.replica_sum(
+                    context, [ops.sum(flat * w, axis=0), ops.sum(w)]
+                )
+                mean = total / ops.maximum(count, 1.0)
                 centered = flat - mean
                 rows = centered * w
             centered = ops.reshape(centered, (-1, self._groups, self._size))
             rows = ops.reshape(rows, (-1, self._groups, self._size))
-            sigma = ops.einsum("ngi,ngj->gij", rows, rows) / ops.maximum(
-                count, 1.0
+            (products,) = _utils.replica_sum(
+                context, [ops.einsum("ngi,ngj->gij", rows, rows)]
             )
+            sigma = products / ops.maximum(count, 1.0)
             sigma = sigma + self.epsilon * ops.eye(self._size, dtype=dtype)
             phi = self.whitening_matrix(sigma)
             # A batch with one row has no covariance (Σ = εI): it leaves the
@@ -185,6 +201,7 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
             "axis": self.axis,
             "epsilon": self.epsilon,
             "momentum": self.momentum,
+            "synchronized": self.synchronized,
         }
 
 
@@ -237,6 +254,15 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
         initializers: `beta_initializer`, `gamma_initializer`, and likewise
             `beta_regularizer`, `gamma_regularizer`, `beta_constraint`,
             `gamma_constraint`, for β and γ.
+        synchronized: under a `tf.distribute` strategy (TensorFlow
+            backend), all-reduce the sums behind the batch statistics
+            (the groups' sums and their covariance sums) across
+            replicas, so that every replica normalizes with the global
+            batch's statistics and the moving statistics are the global
+            batch's; the gradient flows through the all-reduce. Outside
+            a strategy it changes nothing. On JAX under
+            `keras.distribution` the statistics are the global batch's
+            with or without it.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -314,7 +340,8 @@ class IterativeNormalization(_GroupWhitening):
     Args:
         group_size: channels per whitened group (default 64, the paper's).
         num_iterations: T, >= 0 (default 5).
-        others: `axis`, `epsilon`, `momentum`, `center`, `scale` and the
+        others: `axis`, `epsilon`, `momentum`, `center`, `scale`,
+            `synchronized` and the
             β/γ initializers, regularizers and constraints, as in
             `DecorrelatedBatchNormalization`.
         **kwargs: base `Layer` arguments.

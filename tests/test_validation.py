@@ -45,7 +45,7 @@ def test_an_infinite_renorm_clip_means_no_clipping():
 
 
 @pytest.mark.parametrize("make", ACTIVATION_LAYERS[:4], ids=NAMES[:4])
-@pytest.mark.parametrize("flag", ["center", "scale"])
+@pytest.mark.parametrize("flag", ["center", "scale", "synchronized"])
 def test_a_string_flag_is_refused(make, flag):
     with pytest.raises(ValueError, match=rf"{flag}='False'"):
         make(**{flag: "False"})
