@@ -59,7 +59,8 @@ test: lint book browser
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests
 
 ## Side-by-side cost of every layer, on TF+XLA, TF without XLA and JAX;
-## writes benchmarks/results/{results.json,results.md} (several minutes).
+## writes benchmarks/results/{results.json,results.md} (several minutes),
+## then the two-device cost of synchronized statistics (distributed.{json,md}).
 BENCH := $(BIN)/python -m benchmarks.bench
 RESULTS := benchmarks/results
 bench: $(STAMP)
@@ -67,6 +68,7 @@ bench: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BENCH) --xla off --out $(RESULTS)/tensorflow_noxla.json
 	KERAS_BACKEND=jax $(BENCH) --out $(RESULTS)/jax.json
 	$(BIN)/python -m benchmarks.report $(RESULTS)
+	$(BIN)/python -m benchmarks.distributed --out $(RESULTS)/distributed.json
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

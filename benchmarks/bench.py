@@ -404,11 +404,15 @@ def measure(
     max_steps=100_000,
     warmup=2,
     log=print,
+    runner=None,
 ):
     """Times every variant: compile and warm up all of them, calibrate the
     steps per call so that one call lasts at least `min_call_seconds`, then
     `repeats` interleaved rounds (every variant once per round, the order
-    rotated between rounds so that none always follows the same one)."""
+    rotated between rounds so that none always follows the same one).
+    `runner(model, x, y, mode, xla)` makes the timed loop (default: one
+    device; `benchmarks.distributed` passes a two-replica one)."""
+    runner = runner or _runner
     rng = np.random.default_rng(0)
     runners, steps = [], []
     for i, variant in enumerate(variants):
@@ -416,7 +420,7 @@ def measure(
         model = variant.build()
         x = rng.normal(size=variant.input_shape).astype("float32")
         y = rng.normal(size=(variant.input_shape[0], *model.output_shape[1:]))
-        run = _runner(model, x, y.astype("float32"), variant.mode, xla)
+        run = runner(model, x, y.astype("float32"), variant.mode, xla)
         for _ in range(warmup):
             run(1)
         # Doubling rather than extrapolating from one step: a one-step call

@@ -214,3 +214,43 @@ def test_update_replaces_only_the_groups_measured_again():
     other = {"machine": {**machine, "backend": "tensorflow"}, "results": []}
     with pytest.raises(SystemExit):
         bench._updated(old, other)
+
+
+def test_two_device_benchmark_runs_and_reports_ratios(tmp_path):
+    """The synchronized-statistics benchmark (TensorFlow, two logical CPUs,
+    in a process of its own) at its quick size: every layer in both forms,
+    ratios to Keras BN and synchronized / not."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "distributed.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.distributed",
+            "--size",
+            "quick",
+            "--repeats",
+            "1",
+            "--min-call-seconds",
+            "0",
+            "--out",
+            str(out),
+        ],
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    payload = json.loads(out.read_text())
+    assert payload["machine"]["devices"] == 2
+    names = [row["name"] for row in payload["results"]]
+    for layer in ("keras_bn", "brn", "bkn", "dbn_g16", "iternorm_g16"):
+        assert layer in names and f"{layer}_sync" in names
+    for row in payload["results"]:
+        assert row["median_ms"] > 0 and row["ratio"] > 0
+        assert row["name"].endswith("_sync") == ("sync_ratio" in row)
+    assert "| brn_sync |" in out.with_suffix(".md").read_text()
