@@ -216,18 +216,19 @@ def mask_weights(layer, mask, inputs, axis: int):
     return weights
 
 
-def replica_context(layer):
+def replica_context(layer, always: bool = False):
     """The `tf.distribute` replica context whose replicas share the batch
     statistics of `layer`, or None.
 
-    Only a `synchronized` layer on the TensorFlow backend, called inside a
-    strategy's replica function with more than one replica, gets one.
+    Only a `synchronized` layer (any layer with `always`) on the TensorFlow
+    backend, called inside a strategy's replica function with more than one
+    replica, gets one.
     Elsewhere the batch a layer sees is already the batch its statistics
     belong to: one device, or JAX under `keras.distribution`, where the
     layer's code is traced once for the global batch and GSPMD inserts the
     cross-device reductions itself.
     """
-    if not getattr(layer, "synchronized", False):
+    if not (always or getattr(layer, "synchronized", False)):
         return None
     if keras.backend.backend() != "tensorflow":
         return None

@@ -124,12 +124,19 @@ class _WeightNormMixin:
             )
             channel = 1 if self.data_format == "channels_first" else 3
         axes = [i for i in range(len(t.shape)) if i != channel]
-        mean, var = _utils.moments(ops.stop_gradient(t), axes)
+        # Under a tf.distribute strategy, the statistics of the global
+        # batch: replicas initializing from their own shares would each
+        # compute other offsets, and the mirrored weights would get their
+        # average, which standardizes no batch.
+        context = _utils.replica_context(self, always=True)
+        mean, var = _utils.moments(ops.stop_gradient(t), axes, context=context)
         inv_std = ops.rsqrt(var + 1e-6)
         # A batch with one row (one sample of a Dense layer) has no variance
         # to measure: 1/σ would be 1000. The initialization waits for the
         # first training batch with more than one row.
         rows = _utils.reduced_count(t, axes)
+        if context is not None:
+            (rows,) = _utils.replica_sum(context, [rows])
         static_rows = [t.shape[i] for i in axes]
         if all(isinstance(n, int) for n in static_rows) and (
             int(np.prod(static_rows)) == 1

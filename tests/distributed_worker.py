@@ -63,6 +63,11 @@ def layers(synchronized: bool):
             group_size=8, **flag
         ),
     }
+    # Weight normalization's data-dependent initialization reads the first
+    # batch: always the global one (it has no flag).
+    made["WeightNormDense data_init"] = lambda: keraslayers.WeightNormDense(
+        FEATURES, data_init=True
+    )
     control = {"synchronized": synchronized} if BACKEND == "tensorflow" else {}
     made["keras.BatchNormalization"] = lambda: keras.layers.BatchNormalization(
         **control
