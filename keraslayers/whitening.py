@@ -97,6 +97,18 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
             ndim=len(input_shape), axes={self._axis: channels}
         )
 
+    def _by_group(self, rows):
+        """(n, channels) → (groups, n, m).
+
+        Group-major, so that the covariance and its application are batched
+        matrix products with the group as the batch axis. With einsums
+        over (n, groups, m), XLA's CPU backend made slow strided products:
+        IterNorm's training step (groups of 16) cost 7.7× Keras BN's on
+        (32, 16, 16, 64) and 8.3× on (256, 512); group-major, 4.6× and
+        4.7× (JAX, the benchmark's activation groups, side by side)."""
+        grouped = ops.reshape(rows, (-1, self._groups, self._size))
+        return ops.transpose(grouped, (1, 0, 2))
+
     def whitening_matrix(self, sigma):
         """Returns Φ ≈ Σ^{-1/2} for a (groups, m, m) batch of covariances."""
         raise NotImplementedError
@@ -150,10 +162,10 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
                 mean = total / ops.maximum(count, 1.0)
                 centered = flat - mean
                 rows = centered * w
-            centered = ops.reshape(centered, (-1, self._groups, self._size))
-            rows = ops.reshape(rows, (-1, self._groups, self._size))
+            centered = self._by_group(centered)
+            rows = self._by_group(rows)
             (products,) = _utils.replica_sum(
-                context, [ops.einsum("ngi,ngj->gij", rows, rows)]
+                context, [ops.matmul(ops.transpose(rows, (0, 2, 1)), rows)]
             )
             sigma = products / ops.maximum(count, 1.0)
             sigma = sigma + self.epsilon * ops.eye(self._size, dtype=dtype)
@@ -179,10 +191,10 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
             )
         else:
             mean = ops.cast(self.moving_mean, dtype)
-            centered = ops.reshape(flat - mean, (-1, self._groups, self._size))
+            centered = self._by_group(flat - mean)
             phi = ops.cast(self.moving_whitening, dtype)
-        y = ops.einsum("gij,ngj->ngi", phi, centered)
-        y = ops.reshape(y, (-1, channels))
+        y = ops.matmul(centered, ops.transpose(phi, (0, 2, 1)))
+        y = ops.reshape(ops.transpose(y, (1, 0, 2)), (-1, channels))
         if self.scale:
             y = y * ops.cast(self.gamma, dtype)
         if self.center:
