@@ -26,8 +26,11 @@ class _WeightNormMixin:
     """w_i = g_i · v_i / ‖v_i‖ per output unit, optional data-dependent
     initialization of g and the bias on the first training batch."""
 
-    def _init_weight_norm(self, data_init, epsilon):
+    def _init_weight_norm(self, data_init, epsilon, init_scale=1.0):
         self.data_init = _utils.check_bool(self, "data_init", data_init)
+        self.init_scale = _utils.check_number(
+            self, "init_scale", init_scale, minimum=0.0, strict_minimum=True
+        )
         self.epsilon = _utils.check_number(
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
@@ -130,7 +133,7 @@ class _WeightNormMixin:
         # average, which standardizes no batch.
         context = _utils.replica_context(self, always=True)
         mean, var = _utils.moments(ops.stop_gradient(t), axes, context=context)
-        inv_std = ops.rsqrt(var + 1e-6)
+        inv_std = self.init_scale * ops.rsqrt(var + 1e-6)
         # A batch with one row (one sample of a Dense layer) has no variance
         # to measure: 1/σ would be 1000. The initialization waits for the
         # first training batch with more than one row.
@@ -178,7 +181,11 @@ class _WeightNormMixin:
         return super().call(inputs, training=training)
 
     def _weight_norm_config(self):
-        return {"data_init": self.data_init, "epsilon": self.epsilon}
+        return {
+            "data_init": self.data_init,
+            "epsilon": self.epsilon,
+            "init_scale": self.init_scale,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keraslayers")
@@ -197,6 +204,10 @@ class WeightNormDense(_WeightNormMixin, ReparameterizedDense):
         units: output dimension, as in `keras.layers.Dense`.
         data_init: data-dependent initialization on the first training call.
         epsilon: added to ‖v‖² (> 0), so a zero row stays finite.
+        init_scale: the standard deviation the data-dependent
+            initialization gives the pre-activations (> 0; default 1, the
+            paper's; the official code's `init_scale`): g ← s/σ[t],
+            b ← −s·μ[t]/σ[t].
         dense_arguments: `activation`, `use_bias`, `kernel_initializer`,
             `bias_initializer`, `kernel_regularizer`, `bias_regularizer`,
             `activity_regularizer`, `kernel_constraint`, `bias_constraint`,
@@ -222,10 +233,11 @@ class WeightNormDense(_WeightNormMixin, ReparameterizedDense):
         units: int,
         data_init: bool = False,
         epsilon: float = 1e-12,
+        init_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(units=units, **kwargs)
-        self._init_weight_norm(data_init, epsilon)
+        self._init_weight_norm(data_init, epsilon, init_scale)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._weight_norm_config()}
@@ -259,10 +271,11 @@ class WeightNormConv2D(_WeightNormMixin, ReparameterizedConv2D):
         kernel_size,
         data_init: bool = False,
         epsilon: float = 1e-12,
+        init_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
-        self._init_weight_norm(data_init, epsilon)
+        self._init_weight_norm(data_init, epsilon, init_scale)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._weight_norm_config()}

@@ -123,6 +123,32 @@ def test_data_dependent_init_standardizes_first_batch(cls, base):
     )
 
 
+@pytest.mark.parametrize(
+    "cls, base",
+    [
+        (WeightNormDense, DENSE),
+        (WeightNormConv2D, CONV),
+    ],
+)
+def test_init_scale_sets_the_first_batch_std(cls, base):
+    """The official code's init_scale: pre-activations start with mean 0
+    and standard deviation init_scale; the config keeps it."""
+    kwargs, shape, _ = base
+    layer = cls(**kwargs, data_init=True, init_scale=0.1)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32") * 3 + 1
+    y = keras.ops.convert_to_numpy(layer(x, training=True)).astype(np.float64)
+    flat = y.reshape(-1, y.shape[-1])
+    np.testing.assert_allclose(flat.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(flat.std(0), 0.1, rtol=1e-3)
+    assert cls.from_config(layer.get_config()).init_scale == 0.1
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_non_positive_init_scale_is_refused(value):
+    with pytest.raises(ValueError, match=r"WeightNormDense.*init_scale="):
+        WeightNormDense(3, data_init=True, init_scale=value)
+
+
 def test_data_dependent_init_inside_compiled_fit():
     # The JAX trainer drops updates to trainable weights made in the forward
     # pass; the offsets are non-trainable, so this works on every backend.
