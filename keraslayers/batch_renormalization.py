@@ -145,6 +145,12 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         epsilon: added to the batch variance.
         r_max: bound of the scale correction r, >= 1, or a schedule.
         d_max: bound of the shift correction d, >= 0, or a schedule.
+        r_min: lower bound of r, in [0, 1], or a schedule; None (default)
+            means 1/r_max, the paper's symmetric clipping.
+        renorm_clipping: Keras 2's form of the three bounds, a dict with
+            keys among "rmax", "rmin", "dmax" (a missing key means no
+            clipping on that side; rmin defaults to 1/rmax); pass it or
+            `r_max`/`r_min`/`d_max`, not both.
         center: whether to add the offset β.
         scale: whether to multiply by γ.
         beta_initializer, gamma_initializer: initializers of β and γ.
@@ -193,6 +199,8 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         epsilon: float = 1e-3,
         r_max=3.0,
         d_max=5.0,
+        r_min=None,
+        renorm_clipping=None,
         center: bool = True,
         scale: bool = True,
         beta_initializer="zeros",
@@ -217,8 +225,17 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         self.axis = _utils.check_axis_argument(self, axis)
         self.momentum = _utils.check_momentum(self, momentum)
         self.epsilon = _utils.check_epsilon(self, epsilon)
+        if renorm_clipping is not None:
+            r_max, r_min, d_max = self._from_renorm_clipping(
+                renorm_clipping, r_max, r_min, d_max
+            )
         self.r_max = self._check_limit("r_max", r_max, minimum=1.0)
         self.d_max = self._check_limit("d_max", d_max, minimum=0.0)
+        self.r_min = (
+            None
+            if r_min is None
+            else self._check_limit("r_min", r_min, minimum=0.0, maximum=1.0)
+        )
         self._init_affine(
             center,
             scale,
@@ -240,19 +257,56 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         # would otherwise become inf before normalization.
         self.autocast = False
 
-    def _check_limit(self, arg, value, minimum):
+    def _from_renorm_clipping(self, clipping, r_max, r_min, d_max):
+        """Keras 2's `renorm_clipping={"rmax": .., "rmin": .., "dmax": ..}`
+        (a missing key means no clipping there; rmin defaults to 1/rmax),
+        as an alternative to `r_max`, `r_min` and `d_max`."""
+        name = type(self).__name__
+        if not isinstance(clipping, dict) or set(clipping) - {
+            "rmax",
+            "rmin",
+            "dmax",
+        }:
+            raise ValueError(
+                f"{name}: `renorm_clipping` must be a dict with keys among "
+                f"'rmax', 'rmin', 'dmax'. Received: renorm_clipping="
+                f"{clipping!r}"
+            )
+        if (r_max, r_min, d_max) != (3.0, None, 5.0):
+            raise ValueError(
+                f"{name}: pass either `renorm_clipping` or `r_max`, `r_min` "
+                f"and `d_max`, not both. Received: renorm_clipping="
+                f"{clipping!r}, r_max={r_max!r}, r_min={r_min!r}, "
+                f"d_max={d_max!r}"
+            )
+        inf = float("inf")
+        return (
+            clipping.get("rmax", inf),
+            clipping.get("rmin"),
+            clipping.get("dmax", inf),
+        )
+
+    def _check_limit(self, arg, value, minimum, maximum=None):
         value = _deserialize_limit(value)
         if callable(value):
             if isinstance(value, LinearRamp):
                 low = min(value.start_value, value.end_value)
-                if low < minimum:
+                high = max(value.start_value, value.end_value)
+                if low < minimum or (maximum is not None and high > maximum):
+                    bounds = f">= {minimum}" + (
+                        "" if maximum is None else f" and <= {maximum}"
+                    )
                     raise ValueError(
                         f"{type(self).__name__}: the `{arg}` schedule must "
-                        f"stay >= {minimum}. Received: {arg}={value!r} "
+                        f"stay {bounds}. Received: {arg}={value!r} "
                         f"(start_value={value.start_value}, "
                         f"end_value={value.end_value})"
                     )
             return value
+        if maximum is not None:
+            return _utils.check_number(
+                self, arg, value, minimum=minimum, maximum=maximum
+            )
         # An infinite bound is allowed: it means no clipping.
         return _utils.check_number(
             self, arg, value, minimum=minimum, allow_infinity=True
@@ -260,7 +314,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
 
     @property
     def _scheduled(self) -> bool:
-        return callable(self.r_max) or callable(self.d_max)
+        return (
+            callable(self.r_max) or callable(self.d_max) or callable(self.r_min)
+        )
 
     def build(self, input_shape):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)
@@ -326,7 +382,11 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             moving_stddev = ops.maximum(self.moving_stddev, self.epsilon**0.5)
             r_max = self._limit(self.r_max, 1.0)
             d_max = self._limit(self.d_max, 0.0)
-            r = ops.clip(batch_stddev / moving_stddev, 1.0 / r_max, r_max)
+            if self.r_min is None:
+                r_min = 1.0 / r_max
+            else:
+                r_min = ops.minimum(self._limit(self.r_min, 0.0), 1.0)
+            r = ops.clip(batch_stddev / moving_stddev, r_min, r_max)
             d = ops.clip(
                 (mean - self.moving_mean) / moving_stddev, -d_max, d_max
             )
@@ -365,6 +425,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             "epsilon": self.epsilon,
             "r_max": _serialize_limit(self.r_max),
             "d_max": _serialize_limit(self.d_max),
+            "r_min": (
+                None if self.r_min is None else _serialize_limit(self.r_min)
+            ),
             "moving_mean_initializer": ser(self.moving_mean_initializer),
             "moving_stddev_initializer": ser(self.moving_stddev_initializer),
             "synchronized": self.synchronized,

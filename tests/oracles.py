@@ -32,12 +32,13 @@ class BatchRenorm:
         self.gamma = np.ones(channels) if gamma is None else gamma
         self.beta = np.zeros(channels) if beta is None else beta
 
-    def train_step(self, x, r_max, d_max):
+    def train_step(self, x, r_max, d_max, r_min=None):
         x = np.asarray(x, np.float64)
         axes = tuple(range(x.ndim - 1))
         mu_b = x.mean(axes)
         sigma_b = np.sqrt(x.var(axes) + self.epsilon)
-        r = np.clip(sigma_b / self.stddev, 1.0 / r_max, r_max)
+        r_min = 1.0 / r_max if r_min is None else r_min
+        r = np.clip(sigma_b / self.stddev, r_min, r_max)
         d = np.clip((mu_b - self.mean) / self.stddev, -d_max, d_max)
         x_hat = (x - mu_b) / sigma_b * r + d
         self.mean = self.mean + self.alpha * (mu_b - self.mean)

@@ -68,6 +68,37 @@ def test_matches_paper_over_20_steps(r_max, d_max, shape):
     )
 
 
+@pytest.mark.parametrize(
+    "kwargs, r_max, r_min, d_max",
+    [
+        ({"r_max": 3.0, "r_min": 0.8, "d_max": 0.5}, 3.0, 0.8, 0.5),
+        ({"r_max": 1.2, "r_min": 0.0, "d_max": 5.0}, 1.2, 0.0, 5.0),
+        # Keras 2's renorm_clipping dict: missing keys do not clip.
+        ({"renorm_clipping": {"rmax": 2.0, "rmin": 0.9}}, 2.0, 0.9, np.inf),
+        ({"renorm_clipping": {"dmax": 0.1}}, np.inf, 0.0, 0.1),
+    ],
+)
+def test_separate_r_min_matches_the_oracle(kwargs, r_max, r_min, d_max):
+    layer = BatchRenormalization(momentum=0.9, **kwargs)
+    oracle = oracles.BatchRenorm(5, momentum=0.9, epsilon=1e-3)
+    # Batches whose spread shrinks and grows, so r hits both bounds.
+    for i, x in enumerate(_batches((16, 5), 12)):
+        x = x * (0.2 if i % 2 else 4.0)
+        got = keras.ops.convert_to_numpy(layer(x, training=True))
+        np.testing.assert_allclose(
+            got,
+            oracle.train_step(x, r_max, d_max, r_min),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    clone = BatchRenormalization.from_config(layer.get_config())
+    assert (clone.r_max, clone.r_min, clone.d_max) == (
+        layer.r_max,
+        layer.r_min,
+        layer.d_max,
+    )
+
+
 def test_equals_batch_norm_when_r_max_is_1_and_d_max_is_0():
     layer = BatchRenormalization(r_max=1.0, d_max=0.0)
     for x in _batches((12, 2, 2, 4), 5):
@@ -205,6 +236,11 @@ def test_mixed_precision_with_inputs_beyond_float16_range():
         ({"momentum": -0.1}, "momentum=-0.1"),
         ({"axis": "channels"}, "axis='channels'"),
         ({"r_max": LinearRamp(0.5, 3.0, 0, 10)}, "r_max="),
+        ({"r_min": 1.5}, "r_min=1.5"),
+        ({"r_min": -0.1}, "r_min=-0.1"),
+        ({"r_min": LinearRamp(0.5, 1.5, 0, 10)}, "r_min="),
+        ({"renorm_clipping": {"rmax": 2.0, "bogus": 1}}, "renorm_clipping="),
+        ({"renorm_clipping": {"rmax": 2.0}, "r_max": 4.0}, "r_max=4.0"),
         ({"dtype": "int32"}, "dtype='int32'"),
     ],
 )
