@@ -179,12 +179,20 @@ class TLU(keras.layers.Layer):
     learns where to threshold. τ has one value per channel (TF Addons' TLU
     learned one per position, a known pitfall).
 
+    With `affine=True`, TF Addons' TLU-Affine: `z = max(y, α·y + τ)` with a
+    learned slope α per channel as well (α = 0 is the plain TLU; α = 1,
+    τ = 0 the identity; a negative side with slope α, as a parametric
+    ReLU whose knee τ is learned).
+
     Args:
         axis: the channel axis (default -1, channels last; pass `axis=1`
             for channels-first data).
+        affine: whether to learn the slope α of the affine form.
         tau_initializer: initializer of τ (zeros: TLU starts as a ReLU).
         tau_regularizer: regularizer of τ.
         tau_constraint: constraint of τ.
+        alpha_initializer, alpha_regularizer, alpha_constraint: the same
+            for α (zeros: TLU-Affine starts as TLU), used with `affine`.
         **kwargs: base `Layer` arguments.
 
     Input shape:
@@ -202,6 +210,10 @@ class TLU(keras.layers.Layer):
         tau_initializer="zeros",
         tau_regularizer=None,
         tau_constraint=None,
+        affine: bool = False,
+        alpha_initializer="zeros",
+        alpha_regularizer=None,
+        alpha_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -210,6 +222,10 @@ class TLU(keras.layers.Layer):
         self.tau_initializer = keras.initializers.get(tau_initializer)
         self.tau_regularizer = keras.regularizers.get(tau_regularizer)
         self.tau_constraint = keras.constraints.get(tau_constraint)
+        self.affine = _utils.check_bool(self, "affine", affine)
+        self.alpha_initializer = keras.initializers.get(alpha_initializer)
+        self.alpha_regularizer = keras.regularizers.get(alpha_regularizer)
+        self.alpha_constraint = keras.constraints.get(alpha_constraint)
 
     def build(self, input_shape):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)
@@ -222,6 +238,16 @@ class TLU(keras.layers.Layer):
             constraint=self.tau_constraint,
             autocast=False,
         )
+        self.alpha = None
+        if self.affine:
+            self.alpha = self.add_weight(
+                name="alpha",
+                shape=(channels,),
+                initializer=self.alpha_initializer,
+                regularizer=self.alpha_regularizer,
+                constraint=self.alpha_constraint,
+                autocast=False,
+            )
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self._axis: channels}
         )
@@ -230,10 +256,11 @@ class TLU(keras.layers.Layer):
         del training  # same function in training and inference
         inputs = _utils.floating_input(self, inputs)
         rank = len(inputs.shape)
-        tau = ops.reshape(
-            ops.cast(self.tau, inputs.dtype),
-            _utils.broadcast_shape(rank, self._axis, -1),
-        )
+        shape = _utils.broadcast_shape(rank, self._axis, -1)
+        tau = ops.reshape(ops.cast(self.tau, inputs.dtype), shape)
+        if self.alpha is not None:
+            alpha = ops.reshape(ops.cast(self.alpha, inputs.dtype), shape)
+            tau = alpha * inputs + tau
         # `where` rather than `maximum`: the same function with a cheaper
         # backward on JAX, where `maximum`'s gradient splits ties in half
         # (measured: TLU step 0.39 ms with maximum, 0.14 ms with where).
@@ -257,5 +284,15 @@ class TLU(keras.layers.Layer):
             ),
             "tau_constraint": _utils.serialize(
                 self.tau_constraint, "constraints"
+            ),
+            "affine": self.affine,
+            "alpha_initializer": _utils.serialize(
+                self.alpha_initializer, "initializers"
+            ),
+            "alpha_regularizer": _utils.serialize(
+                self.alpha_regularizer, "regularizers"
+            ),
+            "alpha_constraint": _utils.serialize(
+                self.alpha_constraint, "constraints"
             ),
         }

@@ -112,6 +112,51 @@ def test_tlu_harness(tmp_path):
     )
 
 
+def test_tlu_affine_matches_its_formula():
+    """TF Addons' TLU-Affine: max(x, α·x + τ) per channel; α = 0 is TLU."""
+    layer = TLU(affine=True)
+    x = np.random.default_rng(4).normal(size=(2, 3, 3, 4)).astype("float32")
+    layer.build(x.shape)
+    got = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_array_equal(got, np.maximum(x, 0.0))
+    tau = np.array([-1.0, 0.0, 0.5, 2.0], "float32")
+    alpha = np.array([0.1, -0.2, 0.5, 1.0], "float32")
+    layer.tau.assign(tau)
+    layer.alpha.assign(alpha)
+    expected = np.maximum(x.astype(np.float64), alpha * x + tau.astype(float))
+    got = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_tlu_affine_harness(tmp_path):
+    check_layer(
+        TLU,
+        {
+            "affine": True,
+            "tau_initializer": "random_normal",
+            "alpha_initializer": "random_normal",
+        },
+        (4, 3, 6),
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+    )
+
+
+def test_tlu_affine_gradient():
+    layer = TLU(affine=True, dtype="float64")
+    x = np.random.default_rng(5).normal(size=(3, 4))
+    layer(x)
+    layer.tau.assign(np.array([0.05, -0.31, 0.12, 0.7]))
+    layer.alpha.assign(np.array([0.3, -0.4, 0.15, 0.6]))
+    check_gradients(layer, x)
+
+
+def test_tlu_rejects_a_string_affine():
+    with pytest.raises(ValueError, match=r"TLU.*affine='yes'"):
+        TLU(affine="yes")
+
+
 def test_tlu_gradient():
     layer = TLU(dtype="float64")
     x = np.random.default_rng(5).normal(size=(3, 4))
