@@ -72,26 +72,33 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         channels = input_shape[self._axis]
         # A group larger than the channels means one group of all channels.
         size = min(self.group_size, channels)
-        if channels % size:
-            raise ValueError(
-                f"{type(self).__name__}: the number of channels "
-                f"({channels}) must be divisible by `group_size`. Received: "
-                f"group_size={self.group_size}"
-            )
         self._size = size
         self._groups = channels // size
+        # Channels that do not fill a last group of `group_size` form a
+        # smaller last group (as in the official DBN code), whitened on its
+        # own with its own running Φ.
+        self._last = channels % size
+        self._channels = channels
         self._build_affine(channels)
         self.moving_mean = _utils.add_statistic(
             self, "moving_mean", (channels,), "zeros"
         )
-        eye = ops.eye(size)
+
+        def identities(shape, dtype=None):
+            return ops.cast(ops.broadcast_to(ops.eye(shape[-1]), shape), dtype)
+
         self.moving_whitening = _utils.add_statistic(
-            self,
-            "moving_whitening",
-            (self._groups, size, size),
-            lambda shape, dtype=None: ops.cast(
-                ops.broadcast_to(eye, shape), dtype
-            ),
+            self, "moving_whitening", (self._groups, size, size), identities
+        )
+        self.moving_whitening_last = (
+            _utils.add_statistic(
+                self,
+                "moving_whitening_last",
+                (1, self._last, self._last),
+                identities,
+            )
+            if self._last
+            else None
         )
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self._axis: channels}
@@ -106,8 +113,26 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         IterNorm's training step (groups of 16) cost 7.7× Keras BN's on
         (32, 16, 16, 64) and 8.3× on (256, 512); group-major, 4.6× and
         4.7× (JAX, the benchmark's activation groups, side by side)."""
+        full = self._groups * self._size
+        if self._last:
+            rows = rows[:, :full]
         grouped = ops.reshape(rows, (-1, self._groups, self._size))
         return ops.transpose(grouped, (1, 0, 2))
+
+    def _parts(self, rows):
+        """(n, channels) → the full groups (groups, n, m), and the smaller
+        last group (1, n, r) if the channels leave one."""
+        parts = [self._by_group(rows)]
+        if self._last:
+            tail = rows[:, self._groups * self._size :]
+            parts.append(ops.expand_dims(tail, 0))
+        return parts
+
+    def _running_whitening(self):
+        statistics = [self.moving_whitening]
+        if self._last:
+            statistics.append(self.moving_whitening_last)
+        return statistics
 
     def whitening_matrix(self, sigma):
         """Returns Φ ≈ Σ^{-1/2} for a (groups, m, m) batch of covariances."""
@@ -117,12 +142,15 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         """`(A, b)` with `y = A h + b` on each position's channel vector in
         inference: A = diag(γ)·blockdiag(Φ), b = β − A μ (running Φ, μ).
         Used by `fold_batch_normalization`."""
-        phi = np.asarray(keras.ops.convert_to_numpy(self.moving_whitening))
-        channels = self._groups * self._size
-        a = np.zeros((channels, channels), phi.dtype)
-        for g in range(self._groups):
-            block = slice(g * self._size, (g + 1) * self._size)
-            a[block, block] = phi[g]
+        channels = self._channels
+        dtype = keras.ops.convert_to_numpy(self.moving_whitening).dtype
+        a = np.zeros((channels, channels), dtype)
+        start = 0
+        for statistic in self._running_whitening():
+            for phi in np.asarray(keras.ops.convert_to_numpy(statistic)):
+                block = slice(start, start + phi.shape[0])
+                a[block, block] = phi
+                start += phi.shape[0]
         if self.scale:
             a = keras.ops.convert_to_numpy(self.gamma)[:, None] * a
         b = -a @ keras.ops.convert_to_numpy(self.moving_mean)
@@ -136,7 +164,7 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         dtype = _utils.math_dtype(self)
         x = ops.moveaxis(ops.cast(inputs, dtype), self._axis, -1)
         moved_shape = ops.shape(x)
-        channels = self._groups * self._size
+        channels = self._channels
         flat = ops.reshape(x, (-1, channels))
         if training:
             context = _utils.replica_context(self)
@@ -162,14 +190,21 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
                 mean = total / ops.maximum(count, 1.0)
                 centered = flat - mean
                 rows = centered * w
-            centered = self._by_group(centered)
-            rows = self._by_group(rows)
-            (products,) = _utils.replica_sum(
-                context, [ops.matmul(ops.transpose(rows, (0, 2, 1)), rows)]
+            centered = self._parts(centered)
+            products = _utils.replica_sum(
+                context,
+                [
+                    ops.matmul(ops.transpose(r, (0, 2, 1)), r)
+                    for r in self._parts(rows)
+                ],
             )
-            sigma = products / ops.maximum(count, 1.0)
-            sigma = sigma + self.epsilon * ops.eye(self._size, dtype=dtype)
-            phi = self.whitening_matrix(sigma)
+            phis = [
+                self.whitening_matrix(
+                    p / ops.maximum(count, 1.0)
+                    + self.epsilon * ops.eye(p.shape[-1], dtype=dtype)
+                )
+                for p in products
+            ]
             # A batch with one row has no covariance (Σ = εI): it leaves the
             # moving statistics as they are instead of pulling the moving
             # Φ towards ε^{-1/2} I (e.g. the last, one-sample batch of an
@@ -184,17 +219,30 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
                 + (1 - m)
                 * ops.cast(ops.stop_gradient(mean), self.moving_mean.dtype)
             )
-            self.moving_whitening.assign(
-                m * self.moving_whitening
-                + (1 - m)
-                * ops.cast(ops.stop_gradient(phi), self.moving_whitening.dtype)
-            )
+            for statistic, phi in zip(
+                self._running_whitening(), phis, strict=True
+            ):
+                statistic.assign(
+                    m * statistic
+                    + (1 - m)
+                    * ops.cast(ops.stop_gradient(phi), statistic.dtype)
+                )
         else:
             mean = ops.cast(self.moving_mean, dtype)
-            centered = self._by_group(flat - mean)
-            phi = ops.cast(self.moving_whitening, dtype)
-        y = ops.matmul(centered, ops.transpose(phi, (0, 2, 1)))
-        y = ops.reshape(ops.transpose(y, (1, 0, 2)), (-1, channels))
+            centered = self._parts(flat - mean)
+            phis = [ops.cast(v, dtype) for v in self._running_whitening()]
+        y = ops.concatenate(
+            [
+                ops.reshape(
+                    ops.transpose(
+                        ops.matmul(c, ops.transpose(phi, (0, 2, 1))), (1, 0, 2)
+                    ),
+                    (-1, c.shape[0] * c.shape[-1]),
+                )
+                for c, phi in zip(centered, phis, strict=True)
+            ],
+            axis=-1,
+        )
         if self.scale:
             y = y * ops.cast(self.gamma, dtype)
         if self.center:
@@ -252,9 +300,10 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
     products.
 
     Args:
-        group_size: channels per whitened group (the paper's m); the
-            channels must be divisible by it. A group size larger than the
-            channel count whitens all channels together.
+        group_size: channels per whitened group (the paper's m). When it
+            does not divide the channels, the last group is smaller (the
+            remainder), as in the official code. A group size larger than
+            the channel count whitens all channels together.
         axis: the channel axis (default -1, channels last; pass
             `axis=1` for channels-first data, as with Keras's
             `BatchNormalization`).

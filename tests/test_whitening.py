@@ -243,13 +243,64 @@ def test_rejects_negative_iterations():
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS)
-def test_rejects_channels_not_divisible_by_group_size(layer_cls):
-    with pytest.raises(
-        ValueError, match=rf"{layer_cls.__name__}.*\(10\).*group_size=4"
-    ):
-        layer_cls(group_size=4).build((8, 10))
+def test_rejects_an_input_without_channels(layer_cls):
     with pytest.raises(ValueError, match=r"rank >= 2"):
         layer_cls(group_size=4).build((8,))
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize("shape", [(32, 10), (4, 3, 3, 10)])
+def test_a_smaller_last_group_is_whitened_on_its_own(layer_cls, shape):
+    """10 channels in groups of 4: two groups of 4 and a last group of 2
+    (the official DBN code's split), each whitened with its own Σ and its
+    own running Φ; inference and the folded affine map agree."""
+    layer = layer_cls(group_size=4, momentum=0.5)
+    matrix_fn = _matrix_fn(layer_cls)
+    run_mean = np.zeros(10)
+    run_main = np.broadcast_to(np.eye(4), (2, 4, 4)).copy()
+    run_last = np.eye(2)[None].copy()
+    for step in range(3):
+        x = _batch(shape, seed=step)
+        main, mean_main, phi_main = oracles.whiten(
+            x[..., :8], 4, 1e-5, matrix_fn
+        )
+        last, mean_last, phi_last = oracles.whiten(
+            x[..., 8:], 2, 1e-5, matrix_fn
+        )
+        np.testing.assert_allclose(
+            _np(layer(x, training=True)),
+            np.concatenate([main, last], axis=-1),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        run_mean = 0.5 * run_mean + 0.5 * np.concatenate([mean_main, mean_last])
+        run_main = 0.5 * run_main + 0.5 * phi_main
+        run_last = 0.5 * run_last + 0.5 * phi_last
+    assert layer.moving_whitening.shape == (2, 4, 4)
+    assert layer.moving_whitening_last.shape == (1, 2, 2)
+    np.testing.assert_allclose(_np(layer.moving_mean), run_mean, atol=1e-5)
+    np.testing.assert_allclose(_np(layer.moving_whitening), run_main, atol=1e-5)
+    np.testing.assert_allclose(
+        _np(layer.moving_whitening_last), run_last, atol=1e-5
+    )
+    x = _batch(shape, seed=7)
+    a, b = layer.inference_affine()
+    np.testing.assert_allclose(
+        _np(layer(x, training=False)), x @ a.T + b, rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
+def test_harness_with_a_smaller_last_group(layer_cls, tmp_path):
+    check_layer(
+        layer_cls,
+        {"group_size": 4},
+        (16, 10),
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=3,
+        tmp_path=tmp_path,
+        run_fresh_process_check=True,
+    )
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
