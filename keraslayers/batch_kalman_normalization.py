@@ -75,16 +75,12 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
             `moving_mean_initializer`, `moving_variance_initializer`, as in
             `BatchNormalization`; likewise `beta_regularizer`,
             `gamma_regularizer`, `beta_constraint`, `gamma_constraint`.
-        synchronized: under a `tf.distribute` strategy (TensorFlow
-            backend), all-reduce the sums behind the batch statistics
-            (per-channel sums and squared deviations; the gate then
-            compares the prior with the global batch's variance) across
-            replicas, so that every replica normalizes with the global
-            batch's statistics and the moving statistics are the global
-            batch's; the gradient flows through the all-reduce. Outside
-            a strategy it changes nothing. On JAX under
-            `keras.distribution` the statistics are the global batch's
-            with or without it.
+        synchronized: under a `tf.distribute` strategy, all-reduce
+            across replicas the sums behind the batch statistics (the
+            per-channel sums and squared deviations, so that the gate
+            compares the prior with the global batch's variance); see
+            `BatchRenormalization` for what this gives and where it
+            matters.
         **kwargs: base `Layer` arguments.
 
     Call arguments:

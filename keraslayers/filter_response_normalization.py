@@ -30,6 +30,10 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
     output is close to γ · sign(x) + β; the paper recommends the learned
     epsilon there, and for convolutions with 1×1 feature maps.
 
+    Each example is normalized on its own, so the layer needs nothing to
+    train on several devices (no `synchronized` argument): its output for
+    an example is the same whatever the batch and however it is split.
+
     Args:
         axis: the channel axis; every other non-batch axis is reduced
             (default -1, channels last; pass `axis=1` for channels-first

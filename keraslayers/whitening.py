@@ -315,15 +315,11 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
         initializers: `beta_initializer`, `gamma_initializer`, and likewise
             `beta_regularizer`, `gamma_regularizer`, `beta_constraint`,
             `gamma_constraint`, for β and γ.
-        synchronized: under a `tf.distribute` strategy (TensorFlow
-            backend), all-reduce the sums behind the batch statistics
-            (the groups' sums and their covariance sums) across
-            replicas, so that every replica normalizes with the global
-            batch's statistics and the moving statistics are the global
-            batch's; the gradient flows through the all-reduce. Outside
-            a strategy it changes nothing. On JAX under
-            `keras.distribution` the statistics are the global batch's
-            with or without it.
+        synchronized: under a `tf.distribute` strategy, all-reduce
+            across replicas the sums behind the batch statistics (the
+            groups' sums and their covariance sums); see
+            `BatchRenormalization` for what this gives and where it
+            matters.
         **kwargs: base `Layer` arguments.
 
     Call arguments:

@@ -147,52 +147,40 @@ def forward(model, x, strategy=None):
     return np.concatenate([p.numpy() for p in parts])
 
 
+def measurements(model, initial, x, y, strategy=None):
+    """From the same initial weights: the training-mode output on the first
+    global batch, the weights after one step, the weights after 4 epochs."""
+    batch = x[:GLOBAL_BATCH]
+    out = {"forward": forward(model, batch, strategy)}
+    for key, data, epochs in (
+        ("step", (batch, y[:GLOBAL_BATCH]), 1),
+        ("fit", (x, y), 4),
+    ):
+        model.set_weights(initial)
+        model.fit(
+            *data,
+            batch_size=GLOBAL_BATCH,
+            epochs=epochs,
+            shuffle=False,
+            verbose=0,
+        )
+        out[key] = weights_of(model)
+    return out
+
+
 def run(make_layer, x, y, distributed):
-    """Forward, one step and a short fit on one device, then the same on
-    two; returns the three largest differences."""
+    """The measurements on one device, then on two; returns the three
+    largest differences."""
     keras.utils.set_random_seed(0)
     reference = build(make_layer)
     initial = reference.get_weights()
     compile_model(reference)
-    batch = x[:GLOBAL_BATCH]
-    one = {"forward": forward(reference, batch)}
-    reference.set_weights(initial)
-    reference.fit(
-        x[:GLOBAL_BATCH],
-        y[:GLOBAL_BATCH],
-        batch_size=GLOBAL_BATCH,
-        epochs=1,
-        shuffle=False,
-        verbose=0,
-    )
-    one["step"] = weights_of(reference)
-    reference.set_weights(initial)
-    reference.fit(
-        x, y, batch_size=GLOBAL_BATCH, epochs=4, shuffle=False, verbose=0
-    )
-    one["fit"] = weights_of(reference)
-
-    two = {}
+    one = measurements(reference, initial, x, y)
     with distributed() as strategy:
         model = build(make_layer)
         model.set_weights(initial)
         compile_model(model)
-        two["forward"] = forward(model, batch, strategy)
-        model.set_weights(initial)
-        model.fit(
-            x[:GLOBAL_BATCH],
-            y[:GLOBAL_BATCH],
-            batch_size=GLOBAL_BATCH,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
-        two["step"] = weights_of(model)
-        model.set_weights(initial)
-        model.fit(
-            x, y, batch_size=GLOBAL_BATCH, epochs=4, shuffle=False, verbose=0
-        )
-        two["fit"] = weights_of(model)
+        two = measurements(model, initial, x, y, strategy)
     return {
         "forward": float(np.max(np.abs(one["forward"] - two["forward"]))),
         "step": largest_difference(one["step"], two["step"]),

@@ -48,7 +48,9 @@ def _readme_python_blocks():
 
 
 def test_readme_model_example_learns_and_folds():
-    (block,) = [b for b in _readme_python_blocks() if "model.fit" in b]
+    (block,) = [
+        b for b in _readme_python_blocks() if "fold_batch_normalization" in b
+    ]
     # Ten classes of 28x28 textures: stripes whose orientation is the
     # class, at a random phase, plus noise. Small convolutions see the
     # orientation anywhere, so the README's model can learn it.
