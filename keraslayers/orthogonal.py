@@ -16,6 +16,7 @@ from keraslayers._kernel_layers import (
 )
 
 ORTHOGONALIZATIONS = ("newton", "eigh")
+FORMS = ("auto", "rows", "columns")
 
 
 def default_group_size(units: int, fan_in: int) -> int:
@@ -24,7 +25,8 @@ def default_group_size(units: int, fan_in: int) -> int:
 
 
 class _OrthogonalMixin(ScaleMixin):
-    """Rows of each group of `group_size` output units made orthonormal."""
+    """Rows of each group of `group_size` output units made orthonormal
+    (or, in the column form, the columns of each group)."""
 
     def _init_orthogonal(
         self,
@@ -34,7 +36,14 @@ class _OrthogonalMixin(ScaleMixin):
         scale,
         learnable_scale,
         epsilon,
+        form="auto",
     ):
+        if form not in FORMS:
+            raise ValueError(
+                f"{type(self).__name__}: unknown `form`, expected one of "
+                f"{FORMS}. Received: form={form!r}"
+            )
+        self.form = form
         if orthogonalization not in ORTHOGONALIZATIONS:
             raise ValueError(
                 f"{type(self).__name__}: unknown `orthogonalization`, "
@@ -55,7 +64,33 @@ class _OrthogonalMixin(ScaleMixin):
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
 
+    def _resolved_form(self, units, fan_in):
+        if self.form != "auto":
+            return self.form
+        # The official ONI code (ONI_Linear, ONI_Conv2d) orthogonalizes the
+        # columns of a layer with more output units than fan-in; OWN's code
+        # has rows only. An explicit `group_size` asks for row groups.
+        tall = units > fan_in and self.group_size is None
+        return (
+            "columns" if tall and self.orthogonalization == "newton" else "rows"
+        )
+
     def _build_reparameterization(self, units, fan_in):
+        self._form = self._resolved_form(units, fan_in)
+        if self._form == "columns":
+            size = self.group_size or units
+            if size < fan_in or units % size:
+                raise ValueError(
+                    f"{type(self).__name__}: in the column form each group "
+                    f"of output units must have at least fan-in ({fan_in}) "
+                    f"rows, for its columns to be orthonormal, and divide "
+                    f"the units ({units}). Received: group_size="
+                    f"{self.group_size}, form={self.form!r}"
+                )
+            self._size = size
+            self._groups = units // size
+            self._build_scale(units)
+            return
         size = self.group_size or default_group_size(units, fan_in)
         if size > fan_in:
             raise ValueError(
@@ -77,11 +112,15 @@ class _OrthogonalMixin(ScaleMixin):
         fan_in = v.shape[-1]
         z = v - _utils.mean(v, [1], keepdims=True)
         z = ops.reshape(z, (self._groups, self._size, fan_in))
+        columns = self._form == "columns"
+        if columns:
+            # WᵀW = I instead of WWᵀ = I: the same computation on Zᵀ.
+            z = ops.swapaxes(z, -1, -2)
         s = ops.matmul(z, ops.swapaxes(z, -1, -2))
         if self.orthogonalization == "eigh":
             _linalg.warn_if_slow_eigh(
                 self,
-                self._size,
+                s.shape[-1],
                 "Use orthogonalization='newton' (ONI), or a smaller "
                 "`group_size`.",
             )
@@ -89,7 +128,7 @@ class _OrthogonalMixin(ScaleMixin):
             # (e.g. a zero row) stays finite, a full-rank one is exact.
             phi = _linalg.inverse_sqrt_eigh(s, floor=self.epsilon)
         else:
-            eye = ops.eye(self._size, dtype=s.dtype)
+            eye = ops.eye(s.shape[-1], dtype=s.dtype)
             phi, _ = _linalg.inverse_sqrt_newton(
                 s + self.epsilon * eye, self.num_iterations, norm="frobenius"
             )
@@ -102,6 +141,8 @@ class _OrthogonalMixin(ScaleMixin):
             w = 1.5 * w - 0.5 * ops.matmul(
                 ops.matmul(w, ops.swapaxes(w, -1, -2)), w
             )
+        if columns:
+            w = ops.swapaxes(w, -1, -2)
         return self._apply_scale(ops.reshape(w, (-1, fan_in)))
 
     def _orthogonal_config(self):
@@ -109,6 +150,7 @@ class _OrthogonalMixin(ScaleMixin):
             "orthogonalization": self.orthogonalization,
             "num_iterations": self.num_iterations,
             "group_size": self.group_size,
+            "form": self.form,
             **self._scale_config(),
             "epsilon": self.epsilon,
         }
@@ -161,10 +203,23 @@ _DOC = """
     the fan-in and divide the number of output units; the default is the
     largest such divisor.
 
+    More output units than fan-in: rows cannot all be orthonormal, but
+    columns can. `form="columns"` computes the same on Zᵀ, so that
+    WᵀW = I in each group (each group then needs at least fan-in rows; the
+    default is one group of all units). `form="auto"` (default) takes the
+    column form where the official ONI code does, for "newton" when the
+    units exceed the fan-in and no `group_size` is given, and row groups
+    otherwise; `form="rows"` always takes row groups (the only form before
+    this argument existed, and what a model saved then loads with). The
+    official column code skips the division of S by ‖S‖_F before its
+    iterations; here both forms normalize, so the iteration converges.
+
     Args:
         orthogonalization: "newton" (ONI, default) or "eigh" (OWN).
         num_iterations: T for "newton" (default 5), >= 0.
         group_size: rows per orthogonalized group (default: see above).
+        form: "auto" (default), "rows" or "columns": which of WWᵀ and
+            WᵀW is made the identity (see above).
         scale: the scale (> 0), 1.414 by default.
         learnable_scale: whether to learn the scale per output unit.
         epsilon: ONI's ε added to S, OWN's eigenvalue floor (> 0).
@@ -201,6 +256,7 @@ class OrthogonalDense(_OrthogonalMixin, ReparameterizedDense):
         scale: float = 1.414,
         learnable_scale: bool = False,
         epsilon: float = 1e-5,
+        form: str = "auto",
         **kwargs,
     ):
         super().__init__(units=units, **kwargs)
@@ -211,10 +267,16 @@ class OrthogonalDense(_OrthogonalMixin, ReparameterizedDense):
             scale,
             learnable_scale,
             epsilon,
+            form,
         )
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._orthogonal_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved before `form` existed orthogonalized rows.
+        return super().from_config({"form": "rows", **config})
 
 
 @keras.saving.register_keras_serializable(package="keraslayers")
@@ -239,6 +301,7 @@ class OrthogonalConv2D(_OrthogonalMixin, ReparameterizedConv2D):
         scale: float = 1.414,
         learnable_scale: bool = False,
         epsilon: float = 1e-5,
+        form: str = "auto",
         **kwargs,
     ):
         super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
@@ -249,7 +312,13 @@ class OrthogonalConv2D(_OrthogonalMixin, ReparameterizedConv2D):
             scale,
             learnable_scale,
             epsilon,
+            form,
         )
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._orthogonal_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved before `form` existed orthogonalized rows.
+        return super().from_config({"form": "rows", **config})

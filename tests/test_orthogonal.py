@@ -69,6 +69,20 @@ def test_harness(cls, kwargs, shape, out, method, tmp_path):
     )
 
 
+@pytest.mark.parametrize("method", ["newton", "eigh"])
+def test_column_form_harness(method, tmp_path):
+    check_layer(
+        OrthogonalDense,
+        {"units": 12, "orthogonalization": method, "form": "columns"},
+        (8, 5),
+        expected_output_shape=(8, 12),
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=0,
+        tmp_path=tmp_path,
+        run_fresh_process_check=True,
+    )
+
+
 def test_learnable_scale_harness(tmp_path):
     check_layer(
         OrthogonalDense,
@@ -227,9 +241,83 @@ def test_rejects_group_sizes_that_cannot_work():
 
 
 def test_default_group_size_is_the_largest_divisor_within_fan_in():
-    layer = OrthogonalDense(12)
+    layer = OrthogonalDense(12, form="rows")
     layer.build((None, 5))
     assert (layer._size, layer._groups) == (4, 3)
+
+
+def _columns(layer):
+    """Effective W as (units, fan_in) float64, and its centered proxy."""
+    w = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    v = keras.ops.convert_to_numpy(layer._kernel).astype(np.float64)
+    w, v = w.reshape(-1, w.shape[-1]).T, v.reshape(-1, v.shape[-1]).T
+    return w, v - v.mean(1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, shape",
+    [
+        (OrthogonalDense, {"units": 12}, (8, 5)),
+        (OrthogonalConv2D, {"filters": 24, "kernel_size": 2}, (2, 5, 5, 3)),
+    ],
+)
+def test_more_units_than_fan_in_orthogonalizes_columns_like_oni(
+    cls, kwargs, shape
+):
+    """The official ONI code's column form, the default for "newton" when
+    the units exceed the fan-in: the singular values follow the scalar
+    Newton map on ZᵀZ, and with many iterations WᵀW = s²(I − 11ᵀ/fan_in)
+    (the centered rows leave the direction of ones out)."""
+    layer = cls(**kwargs)
+    train_briefly(layer, shape)
+    assert layer._form == "columns" and layer._groups == 1
+    w, z = _columns(layer)
+    got = np.sort(np.linalg.svd(w, compute_uv=False))
+    expected = SCALE * _oni_singular_values(z.T, 1e-5, 5)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
+    many = cls(**kwargs, num_iterations=40)
+    many.build(shape)
+    many._kernel.assign(layer._kernel)
+    w, _ = _columns(many)
+    fan_in = w.shape[1]
+    centering = np.eye(fan_in) - np.ones((fan_in, fan_in)) / fan_in
+    # float32 Newton–Schulz with the null direction floored at ε: measured
+    # 6e-4 (the row form's T = 40 test allows 1e-4 on W itself).
+    np.testing.assert_allclose(w.T @ w, SCALE**2 * centering, atol=2e-3)
+
+
+def test_own_column_form_is_the_polar_factor():
+    layer = OrthogonalDense(12, orthogonalization="eigh", form="columns")
+    train_briefly(layer, (8, 5))
+    w, z = _columns(layer)
+    u, sv, vt = np.linalg.svd(z, full_matrices=False)
+    rank = int(np.sum(sv > 1e-6 * sv[0]))  # the ones direction is null
+    polar = u[:, :rank] @ vt[:rank]
+    np.testing.assert_allclose(w, SCALE * polar, atol=1e-4)
+
+
+def test_form_defaults_and_old_configs():
+    assert OrthogonalDense(8).get_config()["form"] == "auto"
+    # With an explicit group size, or for OWN, "auto" means rows.
+    for layer in (
+        OrthogonalDense(12, group_size=4),
+        OrthogonalDense(12, orthogonalization="eigh"),
+    ):
+        layer.build((None, 5))
+        assert layer._form == "rows"
+    # A config saved before `form` existed keeps its row groups.
+    config = OrthogonalDense(12).get_config()
+    del config["form"]
+    old = OrthogonalDense.from_config(config)
+    old.build((None, 5))
+    assert (old.form, old._form, old._size) == ("rows", "rows", 4)
+
+
+def test_column_form_needs_groups_at_least_as_tall_as_the_fan_in():
+    with pytest.raises(ValueError, match=r"OrthogonalDense.*column form"):
+        OrthogonalDense(4, form="columns").build((None, 5))
+    with pytest.raises(ValueError, match=r"OrthogonalDense.*form='diagonal'"):
+        OrthogonalDense(4, form="diagonal")
 
 
 def _fit_warnings(model, jit_compile):
