@@ -268,41 +268,30 @@ def moments(x, axes, weights=None, context=None):
     as on one device, rather than Keras's one-pass E[x²] − μ², which loses
     the variance of a channel whose mean is large).
     """
-    if context is not None:
-        if weights is None:
-            count = ops.ones_like(ops.sum(x, axis=axes, keepdims=True))
-            count = count * reduced_count(x, axes)
-            total = ops.sum(x, axis=axes, keepdims=True)
-        else:
-            count = ops.sum(
-                weights * ops.ones_like(x), axis=axes, keepdims=True
-            )
-            total = ops.sum(x * weights, axis=axes, keepdims=True)
-        total, count = replica_sum(context, [total, count])
-        count = ops.maximum(count, ops.ones_like(count))
-        mu = total / count
-        deviations = ops.square(x - ops.stop_gradient(mu))
-        if weights is not None:
-            deviations = deviations * weights
-        (squares,) = replica_sum(
-            context, [ops.sum(deviations, axis=axes, keepdims=True)]
-        )
-        variance = squares / count
-        return ops.squeeze(mu, axis=axes), ops.squeeze(variance, axis=axes)
-    if weights is None:
+    if weights is None and context is None:
         mu = mean(x, axes, keepdims=True)
         variance = mean(ops.square(x - ops.stop_gradient(mu)), axes)
         return ops.squeeze(mu, axis=axes), variance
+    if weights is None:
+        count = ops.ones_like(ops.sum(x, axis=axes, keepdims=True))
+        count = count * reduced_count(x, axes)
+        total = ops.sum(x, axis=axes, keepdims=True)
+    else:
+        count = ops.sum(weights * ops.ones_like(x), axis=axes, keepdims=True)
+        total = ops.sum(x * weights, axis=axes, keepdims=True)
+    total, count = replica_sum(context, [total, count])
     # Keras adds its epsilon to the count; max(count, 1) gives the same zero
     # for an empty mask and the exact weighted mean otherwise.
-    total = ops.sum(weights, axis=axes, keepdims=True)
-    total = ops.maximum(total, ops.ones_like(total))
-    mu = ops.sum(x * weights, axis=axes, keepdims=True) / total
-    centered = x - ops.stop_gradient(mu)
-    variance = ops.sum(weights * ops.square(centered), axis=axes) / (
-        ops.squeeze(total, axis=axes)
+    count = ops.maximum(count, ops.ones_like(count))
+    mu = total / count
+    deviations = ops.square(x - ops.stop_gradient(mu))
+    if weights is not None:
+        deviations = deviations * weights
+    (squares,) = replica_sum(
+        context, [ops.sum(deviations, axis=axes, keepdims=True)]
     )
-    return ops.squeeze(mu, axis=axes), variance
+    variance = squares / count
+    return ops.squeeze(mu, axis=axes), ops.squeeze(variance, axis=axes)
 
 
 def math_dtype(layer) -> str:
