@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -49,6 +50,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keraslayers  # noqa: E402
+from benchmarks import roofline  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="benchmarks")
@@ -405,19 +407,23 @@ def measure(
     warmup=2,
     log=print,
     runner=None,
+    limits=None,
 ):
     """Times every variant: compile and warm up all of them, calibrate the
     steps per call so that one call lasts at least `min_call_seconds`, then
     `repeats` interleaved rounds (every variant once per round, the order
     rotated between rounds so that none always follows the same one).
     `runner(model, x, y, mode, xla)` makes the timed loop (default: one
-    device; `benchmarks.distributed` passes a two-replica one)."""
+    device; `benchmarks.distributed` passes a two-replica one). With
+    `limits` (a `roofline.Limits`), each row also gets the step's counted
+    FLOPs and bytes and its floor on this machine."""
     runner = runner or _runner
     rng = np.random.default_rng(0)
-    runners, steps = [], []
+    runners, steps, counts = [], [], []
     for i, variant in enumerate(variants):
         keras.utils.set_random_seed(i)
         model = variant.build()
+        counts.append(_counts(model, variant, limits) if limits else {})
         x = rng.normal(size=variant.input_shape).astype("float32")
         y = rng.normal(size=(variant.input_shape[0], *model.output_shape[1:]))
         run = runner(model, x, y.astype("float32"), variant.mode, xla)
@@ -439,10 +445,15 @@ def measure(
             times[i].append(_seconds(runners[i], steps[i]) / steps[i])
         log(f"  round {r + 1}/{repeats} done")
     results = []
-    for variant, n, samples in zip(variants, steps, times, strict=True):
+    for variant, n, samples, count in zip(
+        variants, steps, times, counts, strict=True
+    ):
         q = np.percentile(samples, [25, 50, 75])
+        if count:
+            count["over_floor"] = float(q[1] * 1e3 / count["floor_ms"])
         results.append(
             {
+                **count,
                 "group": variant.group,
                 "name": variant.name,
                 "input_shape": list(variant.input_shape),
@@ -454,6 +465,45 @@ def measure(
             }
         )
     return results
+
+
+def _counts(model, variant, limits):
+    """The step's counted work and its floor (see `benchmarks.roofline`);
+    for a reparameterized kernel also the kernel side's own floor."""
+    batch = variant.input_shape[0]
+    flops, nbytes, layers = roofline.step_counts(model, batch, variant.mode)
+    # Bandwidth at the size of the step's largest tensor.
+    elements = max(
+        [math.prod(variant.input_shape)]
+        + [math.prod(w.shape) for w in model.weights]
+    )
+    count = {
+        "flops": flops,
+        "bytes": nbytes,
+        "layer_counts": layers,
+        "floor_ms": 1e3 * limits.floor(flops, nbytes, elements),
+        "bound": (
+            "compute"
+            if flops / limits.flops_per_s
+            > nbytes / limits.bytes_per_s(elements)
+            else "memory"
+        ),
+        "bytes_per_s": limits.bytes_per_s(elements),
+    }
+    own = [
+        roofline._kernel_side(layer, batch)
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    own_flops = sum(f for f, _ in own)
+    if own_flops:
+        own_bytes = sum(b for _, b in own)
+        count["kernel_side"] = {
+            "flops": own_flops,
+            "bytes": own_bytes,
+            "floor_ms": 1e3 * limits.floor(own_flops, own_bytes, elements),
+        }
+    return count
 
 
 BASELINES = {
@@ -572,6 +622,27 @@ def merge_processes(per_process: list[list[dict]]) -> list[dict]:
                 "ratio_range": [min(known), max(known)] if known else None,
             }
         )
+        if "floor_ms" in first:
+            over = [r["over_floor"] for r in rows]
+            merged[-1].update(
+                {
+                    k: first[k]
+                    for k in ("flops", "bytes", "layer_counts", "bound")
+                    if k in first
+                }
+            )
+            merged[-1]["floor_ms"] = float(
+                np.median([r["floor_ms"] for r in rows])
+            )
+            merged[-1]["over_floor"] = float(np.median(over))
+            merged[-1]["over_floor_range"] = [min(over), max(over)]
+            if "kernel_side" in first:
+                merged[-1]["kernel_side"] = {
+                    **first["kernel_side"],
+                    "floor_ms": float(
+                        np.median([r["kernel_side"]["floor_ms"] for r in rows])
+                    ),
+                }
     return merged
 
 
@@ -592,7 +663,7 @@ def _run_group_in_subprocess(args, group, out):
         str(out),
     ]
     subprocess.run(command, check=True)
-    return json.loads(Path(out).read_text())["results"]
+    return json.loads(Path(out).read_text())
 
 
 def _updated(old: dict, new: dict) -> dict:
@@ -618,7 +689,8 @@ def _updated(old: dict, new: dict) -> dict:
     updates = old.get("updates", []) + [
         {"date": new["machine"]["date"], "groups": list(fresh)}
     ]
-    return {**old, "results": results, "updates": updates}
+    limits = old.get("limits", []) + new.get("limits", [])
+    return {**old, "results": results, "updates": updates, "limits": limits}
 
 
 def main(argv=None):
@@ -662,9 +734,12 @@ def main(argv=None):
         f"{info['device']}, groups {', '.join(groups)}",
         flush=True,
     )
-    results = []
+    results, limits = [], []
     if processes == 0:
         chosen = [v for v in variants if v.group in groups]
+        # The machine's limits, measured in this process with the layers'
+        # backend and compiler, before them (benchmarks/roofline.py).
+        measured = roofline.Limits(xla)
         results = add_ratios(
             measure(
                 chosen,
@@ -672,8 +747,10 @@ def main(argv=None):
                 xla,
                 min_call_seconds=size["min_call_seconds"],
                 log=lambda m: print(m, flush=True),
+                limits=measured,
             )
         )
+        limits.append({"groups": groups, **measured.summary()})
     else:
         # Each comparison runs in fresh processes: ratios measured in one
         # long process drifted with whatever it had compiled and run
@@ -684,17 +761,18 @@ def main(argv=None):
                 runs = []
                 for k in range(processes):
                     print(f"[{group}] process {k + 1}/{processes}", flush=True)
-                    runs.append(
-                        _run_group_in_subprocess(
-                            args, group, Path(tmp) / f"{group}_{k}.json"
-                        )
+                    payload = _run_group_in_subprocess(
+                        args, group, Path(tmp) / f"{group}_{k}.json"
                     )
+                    runs.append(payload["results"])
+                    limits += payload["limits"]
                 results += merge_processes(runs)
     payload = {
         "machine": info,
         "repeats": size["repeats"],
         "min_call_seconds": size["min_call_seconds"],
         "processes": max(processes, 1),
+        "limits": limits,
         "results": results,
     }
     if args.update and Path(args.out).exists():

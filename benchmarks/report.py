@@ -11,6 +11,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 RUNS = {
     "tensorflow_xla": "TensorFlow + XLA",
     "tensorflow_noxla": "TensorFlow, no XLA",
@@ -111,6 +113,39 @@ def targets(runs: dict) -> list[dict]:
             )
         for name in ("bn_folded", "orthogonal_exported"):
             in_group("inference", name, 1.02, f"{name} inference ≤ 1.02× plain")
+        if key == "tensorflow_noxla":
+            continue  # the roofline targets are set for XLA-compiled steps
+
+        def floor(group, name, limit, target, rows=rows, key=key):
+            """A step's time over its floor (benchmarks/roofline.py)."""
+            row = rows.get((group, name))
+            add(key, target, row.get("over_floor") if row else None, limit)
+            checks[-1]["range"] = row.get("over_floor_range") if row else None
+
+        for shape in ("conv", "dense"):
+            group = f"activation_{shape}"
+            for name in ("dbn16", "iternorm16"):
+                floor(group, name, 3.0, f"{name} ≤ 3× its floor ({shape})")
+            in_group(
+                group, "iternorm16", 4.0, f"iternorm16 ≤ 4× Keras BN ({shape})"
+            )
+        for group in sorted({g for g, _ in rows if g.startswith("weight_")}):
+            plain = rows.get((group, "plain"))
+            for name in ("wn", "cwn", "ws", "orth_newton", "orth_eigh"):
+                row = rows.get((group, name))
+                if not (row and plain and "kernel_side" in row):
+                    continue
+                # Time over (plain step + the kernel side's own floor): a
+                # kernel-sized computation must cost like one.
+                value = row["median_ms"] / (
+                    plain["median_ms"] + row["kernel_side"]["floor_ms"]
+                )
+                add(
+                    key,
+                    f"{group}/{name} ≤ 1.2× (plain + own floor)",
+                    value,
+                    1.2,
+                )
 
     if "tensorflow_xla" in runs and "tensorflow_noxla" in runs:
         xla, noxla = (
@@ -262,6 +297,50 @@ def _reason(check) -> str | None:
     return None
 
 
+def _floor_cell(row) -> str:
+    if row.get("over_floor") is None:
+        return "–"
+    cell = f"{row['over_floor']:.1f}"
+    if row.get("over_floor_range") and row.get("processes", 1) > 1:
+        cell += " [{:.1f}–{:.1f}]".format(*row["over_floor_range"])
+    return cell
+
+
+def _si(value) -> str:
+    for factor, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if value >= factor:
+            return f"{value / factor:.3g}{prefix}"
+    return f"{value:.3g} "
+
+
+def limits_lines(runs: dict) -> list[str]:
+    """The machine's measured limits, per run (median over processes)."""
+    lines = []
+    for key, run in runs.items():
+        limits = run.get("limits") or []
+        if not limits:
+            continue
+        flops = [x["flops_per_s"] for x in limits]
+        large = [x["large_pass_bytes_per_s"] for x in limits]
+        by_size = {}
+        for x in limits:
+            for size, value in x["bytes_per_s_by_elements"].items():
+                by_size.setdefault(int(size), []).append(value)
+        sizes = ", ".join(
+            f"{_si(4 * size)}B: {np.median(v) / 1e9:.0f}"
+            for size, v in sorted(by_size.items())
+            if size != 32 * 2**20
+        )
+        lines.append(
+            f"- **{RUNS[key]}**: matrix product {np.median(flops) / 1e9:.0f} "
+            f"GFLOP/s [{min(flops) / 1e9:.0f}–{max(flops) / 1e9:.0f} over "
+            f"{len(flops)} processes]; elementwise pass, GB/s by tensor "
+            f"size: {sizes}; over 128 MiB (out of cache): "
+            f"{np.median(large) / 1e9:.0f} GB/s"
+        )
+    return lines
+
+
 def markdown(runs: dict, checks: list[dict]) -> str:
     lines = ["# Benchmark results", ""]
     for key, run in runs.items():
@@ -296,6 +375,17 @@ def markdown(runs: dict, checks: list[dict]) -> str:
         )
         for key, run in runs.items()
     ]
+    limits = limits_lines(runs)
+    if limits:
+        lines += [
+            "Roofline: the machine's limits, measured in each benchmark "
+            "process with the layers' backend (benchmarks/roofline.py). A "
+            "step's floor is max(FLOPs / FLOP/s, bytes / bytes/s) for its "
+            "counted work; `× floor` is its time over that floor.",
+            "",
+            *limits,
+            "",
+        ]
     lines += [
         "Noise floor: each `…_again` row is the baseline built and timed "
         "a second time (an A/A control); its ratio should be 1.",
@@ -315,19 +405,39 @@ def markdown(runs: dict, checks: list[dict]) -> str:
         lines += [f"## {group} (input {tuple(shape)}, baseline {baseline})", ""]
         header = (
             "| layer | "
-            + " | ".join(f"{RUNS[k]} ms | ratio" for k in runs)
+            + " | ".join(f"{RUNS[k]} ms | ratio | × floor" for k in runs)
             + " |"
         )
-        lines += [header, "|---" * (1 + 2 * len(runs)) + "|"]
+        lines += [header, "|---" * (1 + 3 * len(runs)) + "|"]
         for name, per_run in names.items():
             cells = []
             for k in runs:
                 row = per_run.get(k)
                 if row is None:
-                    cells += ["–", "–"]
+                    cells += ["–", "–", "–"]
                 else:
-                    cells += [f"{row['median_ms']:.3f}", _ratio_cell(row)]
+                    cells += [
+                        f"{row['median_ms']:.3f}",
+                        _ratio_cell(row),
+                        _floor_cell(row),
+                    ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        counted = next(
+            (r for per in names.values() for r in per.values() if "flops" in r),
+            None,
+        )
+        if counted:
+            lines += [
+                "",
+                "Counted per step (benchmarks/roofline.py): "
+                + "; ".join(
+                    f"{name} {_si(r['flops'])}FLOP, {_si(r['bytes'])}B"
+                    for name, per in names.items()
+                    for r in [next(iter(per.values()))]
+                    if "flops" in r
+                )
+                + ".",
+            ]
         lines.append("")
     lines += [
         "## Targets",

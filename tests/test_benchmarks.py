@@ -7,7 +7,8 @@ import json
 import keras
 import pytest
 
-from benchmarks import bench, report
+import keraslayers
+from benchmarks import bench, report, roofline
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +21,7 @@ def quick_results():
         min_call_seconds=0.0,
         warmup=1,
         log=lambda m: None,
+        limits=roofline.Limits(xla=True),
     )
     return variants, bench.add_ratios(results)
 
@@ -254,3 +256,94 @@ def test_two_device_benchmark_runs_and_reports_ratios(tmp_path):
         assert row["median_ms"] > 0 and row["ratio"] > 0
         assert row["name"].endswith("_sync") == ("sync_ratio" in row)
     assert "| brn_sync |" in out.with_suffix(".md").read_text()
+
+
+def test_every_variant_gets_its_counts_and_floor(quick_results):
+    _, results = quick_results
+    for row in results:
+        assert row["flops"] > 0 and row["bytes"] > 0
+        assert row["floor_ms"] > 0 and row["bound"] in ("compute", "memory")
+        assert row["over_floor"] == pytest.approx(
+            row["median_ms"] / row["floor_ms"]
+        )
+    reparameterized = {
+        r["name"] for r in results if r["group"].startswith("weight_")
+    }
+    kernel_side = {
+        r["name"]
+        for r in results
+        if r["group"].startswith("weight_") and "kernel_side" in r
+    }
+    assert kernel_side == reparameterized - {"plain"}
+
+
+def test_measured_limits_are_plausible():
+    limits = roofline.Limits(xla=True)
+    # Any CPU of the last decade does more than 1 GFLOP/s and 1 GB/s, and
+    # none of ours 100 TFLOP/s or 10 TB/s: a unit mistake would show.
+    assert 1e9 < limits.flops_per_s < 1e14
+    assert 1e9 < limits.bytes_per_s(2**20) < 1e13
+    assert 1e9 < limits.large_bytes_per_s < 1e13
+
+
+def _dense_model(batch, fan_in, units, layer=None):
+    layer = layer or keras.layers.Dense(units)
+    return bench._around([layer], (batch, fan_in))
+
+
+def test_a_dense_step_is_counted_from_its_shapes():
+    b, k, u = 8, 5, 3
+    flops, nbytes, layers = roofline.step_counts(_dense_model(b, k, u), b)
+    params = k * u + u
+    # Forward x·W + b, backward dW = xᵀ·dy (no dx: the input needs none),
+    # the loss's gradient, the SGD update.
+    assert flops == 2 * b * k * u + 2 * b * k * u + 2 * b * u + 4 * b * u + (
+        2 * params
+    )
+    # Forward reads x, W, b and writes y; backward reads dy and x, writes
+    # the parameters' gradients; the loss reads y, the target, writes dy;
+    # SGD reads each parameter and its gradient, writes the parameter.
+    read_write = (b * k + params + b * u) + (b * u + b * k + params)
+    assert nbytes == 4 * (read_write + 3 * b * u + 3 * params)
+    assert [entry["layer"] for entry in layers] == ["Dense"]
+
+
+def test_the_second_layer_also_pays_for_its_input_gradient():
+    b, k = 4, 6
+    one = roofline.step_counts(bench._after_affine([], (b, k)), b)[0]
+    two = roofline.step_counts(
+        bench._after_affine([bench.Affine()], (b, k)), b
+    )[0]
+    # Affine: forward 2 per element; backward dγ, dβ (3), and dx (1) only
+    # when a layer with parameters comes before it.
+    assert two - one == 2 * b * k + 3 * b * k + b * k + 2 * 2 * k + 4 * 0
+
+
+def test_newton_whitening_counts_grow_with_the_iterations():
+    shape = (32, 64)
+
+    def count(t):
+        layer = keraslayers.IterativeNormalization(16, t)
+        return roofline.step_counts(bench._after_affine([layer], shape), 32)[0]
+
+    # 3T − 3 products of 16 × 16 matrices per group, forward, and twice
+    # that backward: 3 · 3 · 2 · 16³ · 4 groups per extra iteration.
+    assert count(6) - count(5) == 3 * 3 * 2 * 16**3 * 4
+
+
+def test_reparameterized_kernels_carry_their_own_floor():
+    b, k, u = 8, 16, 16
+    layer = keraslayers.WeightNormDense(u)
+    plain = roofline.step_counts(_dense_model(b, k, u), b)
+    wn = roofline.step_counts(_dense_model(b, k, u, layer), b)
+    own_flops, own_bytes = roofline._kernel_side(layer, b)
+    # The WN step is the plain step plus the kernel side (and g's update).
+    assert wn[0] == plain[0] + own_flops + 2 * u
+    assert own_bytes == 4 * 5 * k * u
+    assert roofline._kernel_side(keras.layers.Dense(u), b) == (0.0, 0.0)
+
+
+def test_the_floor_is_the_larger_of_the_two_bounds():
+    limits = roofline.Limits(xla=True, flops_per_s=1e9, bytes_per_s=1e9)
+    assert limits.floor(2e9, 1e9, 10) == pytest.approx(2.0)
+    assert limits.floor(1e9, 3e9, 10) == pytest.approx(3.0)
