@@ -4,7 +4,10 @@ The layers are written with `keras.ops` only, so they run on every Keras
 backend; the project tests them on TensorFlow and JAX.
 """
 
-from keraslayers.batch_kalman_normalization import BatchKalmanNormalization
+from keraslayers.batch_kalman_normalization import (
+    BatchKalmanNormalization,
+    KalmanTransition,
+)
 from keraslayers.batch_renormalization import (
     BatchRenormalization,
     LinearRamp,
@@ -16,14 +19,21 @@ from keraslayers.filter_response_normalization import (
     FilterResponseNormalization,
 )
 from keraslayers.folding import fold_batch_normalization
-from keraslayers.orthogonal import OrthogonalConv2D, OrthogonalDense
+from keraslayers.orthogonal import (
+    OrthogonalConv2D,
+    OrthogonalDense,
+    OrthogonalWeightNormalization,
+)
 from keraslayers.weight_normalization import (
+    CenteredWeightNormalization,
     CenteredWeightNormConv2D,
     CenteredWeightNormDense,
+    WeightNormalization,
     WeightNormConv2D,
     WeightNormDense,
 )
 from keraslayers.weight_standardization import (
+    WeightStandardization,
     WeightStandardizedConv2D,
     WeightStandardizedDense,
 )
@@ -37,10 +47,14 @@ __version__ = "0.1.0"
 __all__ = [
     "CenteredWeightNormConv2D",
     "CenteredWeightNormDense",
+    "CenteredWeightNormalization",
     "OrthogonalConv2D",
     "OrthogonalDense",
+    "OrthogonalWeightNormalization",
     "WeightNormConv2D",
     "WeightNormDense",
+    "WeightNormalization",
+    "WeightStandardization",
     "WeightStandardizedConv2D",
     "WeightStandardizedDense",
     "export_inference_model",
@@ -50,6 +64,7 @@ __all__ = [
     "DecorrelatedBatchNormalization",
     "FilterResponseNormalization",
     "IterativeNormalization",
+    "KalmanTransition",
     "LinearRamp",
     "__version__",
     "fold_batch_normalization",

@@ -7,6 +7,13 @@ Keras's `Dense` exposes `kernel` as a property over `_kernel`. Subclasses
 implement `_reparameterize(v)` on the (units, fan_in) matrix view V of the
 kernel (one row per output unit, the papers' notation), in float32 (or
 float64 for a float64 layer) whatever the compute dtype.
+
+The family mixins (in weight_normalization.py, orthogonal.py,
+weight_standardization.py) need only what both hosts provide: these layers
+and the wrappers of `_kernel_wrapper.py` around any Keras layer with a
+kernel. That is `_v_matrix()` (V as the (units, fan_in) matrix),
+`_from_matrix(w)`, `_math(x)`, `_bias_value()`, `_unit_outputs(x, u)`,
+`use_bias` and `add_weight`.
 """
 
 from __future__ import annotations
@@ -101,6 +108,24 @@ class _ReparameterizedKernel(keras.layers.Layer):
     def _math(self, x):
         return _utils.cast_for_math(self, x)
 
+    def _v_matrix(self):
+        """The stored V as the (units, fan_in) matrix, in the math dtype."""
+        v = self._math(self._kernel)
+        return ops.transpose(ops.reshape(v, (-1, v.shape[-1])))
+
+    def _from_matrix(self, w):
+        """A (units, fan_in) matrix back in the stored kernel's layout."""
+        return ops.reshape(ops.transpose(w), self._kernel.shape)
+
+    def _bias_value(self):
+        """The stored bias as a (units,) vector in the math dtype."""
+        return self._math(self.bias)
+
+    def _unit_outputs(self, inputs, u):
+        """x·u for the (units, fan_in) matrix u, before bias and activation,
+        as a (rows, units) matrix in the math dtype (WN's data init)."""
+        raise NotImplementedError
+
     @property
     def kernel(self):
         """The effective kernel W, in the stored kernel's layout."""
@@ -109,11 +134,16 @@ class _ReparameterizedKernel(keras.layers.Layer):
                 f"{type(self).__name__}: build the layer before reading "
                 "`kernel`."
             )
-        v = self._math(self._kernel)
-        shape = v.shape
-        matrix = ops.transpose(ops.reshape(v, (-1, shape[-1])))
-        w = self._reparameterize(matrix)
-        return ops.reshape(ops.transpose(w), shape)
+        if getattr(self, "_columnwise", False):
+            # Per-unit families (WN, CWN, WS) reduce over each unit's
+            # fan-in, which the stored (..., units) layout gives as
+            # columns: no transposes of the kernel forward or backward
+            # (a JAX micro-benchmark, Dense 256 → 256 at batch 128: WN's step
+            # 1.70× the plain step's with the transposes, 1.21× without).
+            v = self._math(self._kernel)
+            w = self._reparameterize(ops.reshape(v, (-1, v.shape[-1])), 0)
+            return ops.reshape(w, v.shape)
+        return self._from_matrix(self._reparameterize(self._v_matrix()))
 
     @property
     def effective_bias(self):
@@ -181,10 +211,11 @@ class ScaleMixin:
             else None
         )
 
-    def _apply_scale(self, w):
-        """Multiplies the rows of the (units, fan_in) matrix `w`."""
+    def _apply_scale(self, w, fan_axis=1):
+        """Multiplies each unit of `w`: the rows of a (units, fan_in)
+        matrix, the columns of a (fan_in, units) one (`fan_axis=0`)."""
         if self.scale_weight is not None:
-            return ops.expand_dims(self._math(self.scale_weight), -1) * w
+            return ops.expand_dims(self._math(self.scale_weight), fan_axis) * w
         return self.scale * w
 
     def _scale_config(self) -> dict[str, Any]:
@@ -219,6 +250,10 @@ class ReparameterizedDense(_ReparameterizedKernel):
         if self.bias is not None:
             outputs = outputs + ops.cast(self.effective_bias, outputs.dtype)
         return self._finish(outputs)
+
+    def _unit_outputs(self, inputs, u):
+        t = ops.matmul(self._math(inputs), ops.transpose(u))
+        return ops.reshape(t, (-1, self.units))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -324,6 +359,19 @@ class ReparameterizedConv2D(_ReparameterizedKernel):
             bias = ops.cast(self.effective_bias, outputs.dtype)
             outputs = outputs + ops.reshape(bias, shape)
         return self._finish(outputs)
+
+    def _unit_outputs(self, inputs, u):
+        t = ops.conv(
+            self._math(inputs),
+            self._from_matrix(u),
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+        if self.data_format == "channels_first":
+            t = ops.transpose(t, (0, 2, 3, 1))
+        return ops.reshape(t, (-1, self.filters))
 
     def compute_output_shape(self, input_shape):
         spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)

@@ -86,23 +86,37 @@ def inverse_sqrt_eigh(sigma, floor=None):
 
     @ops.custom_gradient
     def _inverse_sqrt(sigma):
-        eigenvalues, u = ops.eigh(sigma)
-        s = ops.sqrt(ops.maximum(eigenvalues, floor))
-        phi = ops.matmul(u / ops.expand_dims(s, -2), _transpose(u))
+        phi, backward = inverse_sqrt_eigh_vjp(sigma, floor)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            g = 0.5 * (upstream + _transpose(upstream))
-            g_rot = ops.matmul(_transpose(u), ops.matmul(g, u))
-            si = ops.expand_dims(s, -1)
-            sj = ops.expand_dims(s, -2)
-            kernel = -1.0 / (si * sj * (si + sj))
-            return ops.matmul(u, ops.matmul(kernel * g_rot, _transpose(u)))
+            return backward(upstream)
 
         return phi, grad
 
     return _inverse_sqrt(sigma)
+
+
+def inverse_sqrt_eigh_vjp(sigma, floor=None):
+    """`(phi, backward)`: Σ^{-1/2} as in `inverse_sqrt_eigh`, and the map
+    from ∂L/∂Φ to ∂L/∂Σ (the Daleckii–Krein formula), for layers that
+    write their own backward pass around Φ."""
+    if floor is None:
+        floor = 1e-12 if sigma.dtype == "float64" else 1e-8
+    eigenvalues, u = ops.eigh(sigma)
+    s = ops.sqrt(ops.maximum(eigenvalues, floor))
+    phi = ops.matmul(u / ops.expand_dims(s, -2), _transpose(u))
+
+    def backward(upstream):
+        g = 0.5 * (upstream + _transpose(upstream))
+        g_rot = ops.matmul(_transpose(u), ops.matmul(g, u))
+        si = ops.expand_dims(s, -1)
+        sj = ops.expand_dims(s, -2)
+        kernel = -1.0 / (si * sj * (si + sj))
+        return ops.matmul(u, ops.matmul(kernel * g_rot, _transpose(u)))
+
+    return phi, backward
 
 
 def inverse_sqrt_newton(sigma, num_iterations: int, norm: str = "trace"):
@@ -142,3 +156,62 @@ def inverse_sqrt_newton(sigma, num_iterations: int, norm: str = "trace"):
         z = identity
     phi = z / ops.reshape(ops.sqrt(trace), (-1, 1, 1))
     return phi, trace
+
+
+def inverse_sqrt_newton_vjp(sigma, num_iterations: int):
+    """`(phi, backward)`: IterNorm's Φ ≈ Σ^{-1/2} exactly as
+    `inverse_sqrt_newton(sigma, T, "trace")` computes it, and the map from
+    ∂L/∂Φ to ∂L/∂Σ: reverse-mode differentiation of the coupled iteration
+    written out by hand (the products' transposes, in reverse order), for
+    layers that write their own backward pass around Φ."""
+    trace = ops.trace(sigma, axis1=-2, axis2=-1)
+    trace = ops.reshape(trace, (-1, 1, 1))
+    root = ops.sqrt(trace)
+    sigma_n = sigma / trace
+    identity = ops.broadcast_to(_eye_like(sigma), ops.shape(sigma))
+    ys, zs, ts = [sigma_n], [None], []
+    for k in range(num_iterations):
+        y, z = ys[k], zs[k]
+        t = 1.5 * identity - 0.5 * (y if z is None else ops.matmul(z, y))
+        ts.append(t)
+        if k < num_iterations - 1:
+            ys.append(ops.matmul(y, t))
+        zs.append(t if z is None else ops.matmul(t, z))
+    z_last = identity if zs[-1] is None else zs[-1]
+    phi = z_last / root
+
+    def backward(d_phi):
+        d_trace = -0.5 * ops.sum(d_phi * z_last, axis=(-2, -1), keepdims=True)
+        d_trace = d_trace / (trace * root)
+        d_z = d_phi / root
+        d_y = None
+        for k in reversed(range(num_iterations)):
+            y, z, t = ys[k], zs[k], ts[k]
+            # Z_{k+1} = T_k Z_k (Z_0 = I)
+            if z is None:
+                d_t, d_z_k = d_z, None
+            else:
+                d_t = ops.matmul(d_z, _transpose(z))
+                d_z_k = ops.matmul(_transpose(t), d_z)
+            # Y_{k+1} = Y_k T_k (not formed after the last step)
+            if d_y is not None:
+                d_t = d_t + ops.matmul(_transpose(y), d_y)
+                d_y_k = ops.matmul(d_y, _transpose(t))
+            else:
+                d_y_k = None
+            # T_k = 1.5 I − 0.5 Z_k Y_k (Y_0 alone when Z_0 = I)
+            if z is None:
+                step = -0.5 * d_t
+            else:
+                d_z_k = d_z_k - 0.5 * ops.matmul(d_t, _transpose(y))
+                step = -0.5 * ops.matmul(_transpose(z), d_t)
+            d_y = step if d_y_k is None else d_y_k + step
+            d_z = d_z_k
+        d_sigma_n = d_y if d_y is not None else ops.zeros_like(sigma)
+        # Σ_N = Σ / tr Σ
+        d_trace = d_trace - ops.sum(
+            d_sigma_n * sigma, axis=(-2, -1), keepdims=True
+        ) / (trace * trace)
+        return d_sigma_n / trace + d_trace * identity
+
+    return phi, backward

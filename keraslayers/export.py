@@ -8,10 +8,13 @@ from keraslayers._kernel_layers import (
     ReparameterizedConv2D,
     ReparameterizedDense,
 )
+from keraslayers._kernel_wrapper import KernelWrapper
 from keraslayers.folding import check_rewritable
 
 
 def _plain_layer(layer):
+    if isinstance(layer, KernelWrapper):
+        return layer.plain_layer()
     if isinstance(layer, ReparameterizedDense):
         config = layer.plain_layer_config()
         config["use_bias"] = True
@@ -24,6 +27,8 @@ def _plain_layer(layer):
 
 
 def _plain_weights(layer):
+    if isinstance(layer, KernelWrapper):
+        return layer.plain_weights()
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     if layer.bias is None:
         bias = kernel.sum(axis=tuple(range(kernel.ndim - 1))) * 0.0
@@ -42,7 +47,12 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     their kernel from stored parameters at every call; the exported model
     holds the result in a `keras.layers.Dense` / `keras.layers.Conv2D`, so
     it makes the same predictions at the cost of the plain layer and loads
-    without keraslayers (unless other keraslayers layers remain). Nested
+    without keraslayers (unless other keraslayers layers remain). The
+    wrappers (`WeightNormalization`, `CenteredWeightNormalization`,
+    `OrthogonalWeightNormalization`, `WeightStandardization`) are replaced
+    by a fresh layer of the wrapped layer's class and config, under the
+    wrapper's name, holding the effective kernel (and, after WN's
+    data-dependent initialization, the effective bias). Nested
     Sequential and functional sub-models are exported inside; a subclassed
     model cannot be rewritten and raises a `ValueError`. The input model is
     not modified.

@@ -1,5 +1,7 @@
 """Orthogonal weight normalization: OWN (Huang et al., 2018, by
-eigendecomposition) and ONI (Huang et al., 2020, by Newton iterations)."""
+eigendecomposition) and ONI (Huang et al., 2020, by Newton iterations), as
+Dense and Conv2D layers and as a wrapper for any Keras layer with a
+kernel."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from keraslayers._kernel_layers import (
     ReparameterizedDense,
     ScaleMixin,
 )
+from keraslayers._kernel_wrapper import KernelWrapper, wrapper_doc
 
 ORTHOGONALIZATIONS = ("newton", "eigh")
 FORMS = ("auto", "rows", "columns")
@@ -322,3 +325,82 @@ class OrthogonalConv2D(_OrthogonalMixin, ReparameterizedConv2D):
     def from_config(cls, config):
         # Configs saved before `form` existed orthogonalized rows.
         return super().from_config({"form": "rows", **config})
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class OrthogonalWeightNormalization(_OrthogonalMixin, KernelWrapper):
+    """Orthogonal weight normalization (OWN / ONI) of any Keras layer with a
+    kernel.
+
+    The wrapper version of `OrthogonalDense` / `OrthogonalConv2D`, with the
+    same math and arguments (one implementation; their docstring has the
+    equations, the costs and the numerics): per group of `group_size`
+    output units, the centered rows Z of the (units, fan_in) view of V are
+    mapped to W = Φ(ZZᵀ) Z, orthonormal rows (OWN, "eigh": the polar
+    factor) or nearly so (ONI, "newton", T iterations), times `scale`;
+    `form="columns"` makes the columns of each group orthonormal instead
+    (WᵀW = I), for layers with more output units than fan-in, and
+    `form="auto"` takes it where the official ONI code does ("newton",
+    more units than fan-in, no `group_size`). `group_size` must be at most
+    the fan-in (rows) and divide the units; it defaults to the largest such
+    divisor. A depthwise kernel typically has more units (channels ×
+    multiplier) than fan-in (the kernel window).
+
+    Args:
+        @LAYER@
+        orthogonalization: "newton" (ONI, default) or "eigh" (OWN).
+        num_iterations: T for "newton" (default 5), >= 0.
+        group_size: output units per orthogonalized group.
+        form: "auto" (default), "rows" or "columns": which of WWᵀ and
+            WᵀW is made the identity.
+        scale: the scale (> 0), 1.414 by default.
+        learnable_scale: whether to learn the scale per output unit.
+        epsilon: ONI's ε added to S, OWN's eigenvalue floor (> 0).
+        **kwargs: base `Layer` arguments.
+
+    @UNITS@
+
+    Reference:
+        - [Huang et al., 2018](https://arxiv.org/abs/1709.06079),
+          Orthogonal Weight Normalization: Solution to Optimization over
+          Multiple Dependent Stiefel Manifolds in Deep Neural Networks
+          (AAAI 2018).
+        - [Huang et al., 2020](https://arxiv.org/abs/2004.00917),
+          Controllable Orthogonalization in Training DNNs (CVPR 2020).
+
+    Example:
+
+    >>> layer = OrthogonalWeightNormalization(
+    ...     keras.layers.Conv1D(8, 3), orthogonalization="eigh"
+    ... )
+    >>> tuple(layer(np.ones((2, 10, 4))).shape)
+    (2, 8, 8)
+    """
+
+    __doc__ = wrapper_doc(__doc__ or "")
+
+    def __init__(
+        self,
+        layer,
+        orthogonalization: str = "newton",
+        num_iterations: int = 5,
+        group_size: int | None = None,
+        scale: float = 1.414,
+        learnable_scale: bool = False,
+        epsilon: float = 1e-5,
+        form: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(layer, **kwargs)
+        self._init_orthogonal(
+            orthogonalization,
+            num_iterations,
+            group_size,
+            scale,
+            learnable_scale,
+            epsilon,
+            form,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._orthogonal_config()}

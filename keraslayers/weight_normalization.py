@@ -1,5 +1,6 @@
 """Weight Normalization (Salimans & Kingma, 2016) and Centered Weight
-Normalization (Huang et al., 2017) for Dense and Conv2D."""
+Normalization (Huang et al., 2017): Dense and Conv2D layers, and wrappers
+for any Keras layer with a kernel."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import warnings
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from keraslayers import _utils
@@ -16,10 +16,11 @@ from keraslayers._kernel_layers import (
     ReparameterizedDense,
     ScaleMixin,
 )
+from keraslayers._kernel_wrapper import KernelWrapper, wrapper_doc
 
 
-def _row_norm(v, epsilon):
-    return ops.sqrt(ops.sum(ops.square(v), axis=-1, keepdims=True) + epsilon)
+def _row_norm(v, epsilon, axis=-1):
+    return ops.sqrt(ops.sum(ops.square(v), axis=axis, keepdims=True) + epsilon)
 
 
 class _WeightNormMixin:
@@ -42,13 +43,20 @@ class _WeightNormMixin:
             )
 
     def _build_reparameterization(self, units, fan_in):
-        self.g = self.add_weight(
-            name="g", shape=(units,), initializer="ones", autocast=False
-        )
+        def norm_of_v(shape, dtype=None):
+            v = self._v_matrix()
+            norm = ops.sqrt(ops.sum(ops.square(v), axis=1) + self.epsilon)
+            return ops.cast(norm, dtype)
+
         # g starts at ‖v‖, so the effective kernel starts as the
-        # initializer's kernel (its scale, e.g. Glorot's, is kept).
-        v = ops.reshape(self._kernel, (-1, units))
-        self.g.assign(ops.sqrt(ops.sum(ops.square(v), axis=0) + self.epsilon))
+        # initializer's kernel (its scale, e.g. Glorot's, is kept). An
+        # initializer, not an assignment after creation: a layer first built
+        # inside a symbolic trace (a subclassed model's first call) creates
+        # its variables in a stateless scope, which drops assignments; Keras
+        # runs the initializer once v holds its value.
+        self.g = self.add_weight(
+            name="g", shape=(units,), initializer=norm_of_v, autocast=False
+        )
         self.g_offset = self.bias_offset = self.initialized = None
         if not self.data_init:
             return
@@ -96,37 +104,24 @@ class _WeightNormMixin:
     def effective_bias(self):
         if self.bias_offset is None:
             return self.bias
-        return self._math(self.bias) + self._math(self.bias_offset)
+        return self._bias_value() + self._math(self.bias_offset)
 
-    def _reparameterize(self, v):
-        g = ops.expand_dims(self.effective_g, -1)
-        return g * v / _row_norm(v, self.epsilon)
+    # Per-unit math: computed on the kernel in its stored layout (see
+    # `_ReparameterizedKernel.kernel`).
+    _columnwise = True
+
+    def _reparameterize(self, v, fan_axis=1):
+        g = ops.expand_dims(self.effective_g, fan_axis)
+        return g * v / _row_norm(v, self.epsilon, fan_axis)
 
     def _data_dependent_init(self, inputs):
         """On the first training batch: g ← 1/σ[t], b ← −μ[t]/σ[t] for
         t = x·v/‖v‖ (before the activation), so the pre-activations start
         with zero mean and unit variance per unit."""
-        v = self._math(self._kernel)
-        units = v.shape[-1]
-        norms = ops.sqrt(
-            ops.sum(ops.square(ops.reshape(v, (-1, units))), axis=0)
-            + self.epsilon
-        )
-        x = self._math(inputs)
-        if isinstance(self, ReparameterizedDense):
-            t = ops.matmul(x, v / norms)
-            channel = len(t.shape) - 1
-        else:
-            t = ops.conv(
-                x,
-                v / norms,
-                strides=self.strides,
-                padding=self.padding,
-                data_format=self.data_format,
-                dilation_rate=self.dilation_rate,
-            )
-            channel = 1 if self.data_format == "channels_first" else 3
-        axes = [i for i in range(len(t.shape)) if i != channel]
+        v = self._v_matrix()
+        # t as a (rows, units) matrix: samples times positions by units.
+        t = self._unit_outputs(inputs, v / _row_norm(v, self.epsilon))
+        axes = [0]
         # Under a tf.distribute strategy, the statistics of the global
         # batch: replicas initializing from their own shares would each
         # compute other offsets, and the mirrored weights would get their
@@ -140,10 +135,7 @@ class _WeightNormMixin:
         rows = _utils.reduced_count(t, axes)
         if context is not None:
             (rows,) = _utils.replica_sum(context, [rows])
-        static_rows = [t.shape[i] for i in axes]
-        if all(isinstance(n, int) for n in static_rows) and (
-            int(np.prod(static_rows)) == 1
-        ):
+        if t.shape[0] == 1:
             warnings.warn(
                 f"{type(self).__name__}: data_init needs a training batch "
                 "with more than one row (samples times positions); this "
@@ -154,7 +146,7 @@ class _WeightNormMixin:
         usable = rows > 1
         first = ops.logical_and(self.initialized < 0.5, usable)
         g = self._math(self.g)
-        bias = self._math(self.bias)
+        bias = self._bias_value()
         dtype = self.g_offset.dtype
         self.g_offset.assign(
             ops.cast(
@@ -293,9 +285,13 @@ class _CenteredMixin(ScaleMixin):
     def _build_reparameterization(self, units, fan_in):
         self._build_scale(units)
 
-    def _reparameterize(self, v):
-        z = v - _utils.mean(v, [1], keepdims=True)
-        return self._apply_scale(z / _row_norm(z, self.epsilon))
+    _columnwise = True
+
+    def _reparameterize(self, v, fan_axis=1):
+        z = v - _utils.mean(v, [fan_axis], keepdims=True)
+        return self._apply_scale(
+            z / _row_norm(z, self.epsilon, fan_axis), fan_axis
+        )
 
     def _centered_config(self):
         return {**self._scale_config(), "epsilon": self.epsilon}
@@ -381,6 +377,128 @@ class CenteredWeightNormConv2D(_CenteredMixin, ReparameterizedConv2D):
         **kwargs,
     ):
         super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
+        self._init_centered(scale, learnable_scale, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._centered_config()}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class WeightNormalization(_WeightNormMixin, KernelWrapper):
+    """Weight normalization of any Keras layer with a kernel:
+    `w = g · v / ‖v‖` per output unit.
+
+    The wrapper version of `WeightNormDense` / `WeightNormConv2D`, with the
+    same math (one implementation): g (weight `g`, one per output unit)
+    starts at ‖v‖, so the wrapped layer starts as it was; with
+    `data_init=True` the first training batch instead sets g ← s/σ[t] and
+    the bias ← −s·μ[t]/σ[t], t being the wrapped layer's output with kernel
+    v/‖v‖ before bias and activation, so that its pre-activations start
+    standardized per output unit (kept as non-trainable offsets, as in
+    `WeightNormDense`, so it works inside compiled `fit` on every backend).
+    Unlike TF Addons' `WeightNormalization`, `data_init` is off by default.
+    It needs a bias in the wrapped layer, and output units that are output
+    channels: it raises a `ValueError` for a separable convolution (its
+    pointwise kernel mixes the depthwise units) and for an EinsumDense whose
+    `bias_axes` are not exactly the kernel's output axes.
+
+    Args:
+        @LAYER@
+        data_init: data-dependent initialization on the first training call.
+        epsilon: added to ‖v‖² (> 0), so a zero row stays finite.
+        init_scale: the standard deviation s the data-dependent
+            initialization gives the pre-activations (> 0, default 1).
+        **kwargs: base `Layer` arguments.
+
+    @UNITS@
+
+    Reference:
+        - [Salimans & Kingma, 2016](https://arxiv.org/abs/1602.07868), Weight
+          Normalization: A Simple Reparameterization to Accelerate Training
+          of Deep Neural Networks.
+
+    Example:
+
+    >>> layer = WeightNormalization(
+    ...     keras.layers.Conv2DTranspose(8, 3, activation="relu"),
+    ...     data_init=True,
+    ... )
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 5, 3))
+    >>> tuple(layer(x, training=True).shape)
+    (2, 7, 7, 8)
+    """
+
+    __doc__ = wrapper_doc(__doc__ or "")
+
+    def __init__(
+        self,
+        layer,
+        data_init: bool = False,
+        epsilon: float = 1e-12,
+        init_scale: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(layer, **kwargs)
+        self._init_weight_norm(data_init, epsilon, init_scale)
+        if self.data_init:
+            self._check_data_init_supported()
+
+    def _substitutions(self):
+        values = super()._substitutions()
+        if self.bias_offset is not None:
+            bias = ops.reshape(self.effective_bias, self.layer.bias.shape)
+            values["bias"] = ops.cast(bias, self.layer.compute_dtype)
+        return values
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._weight_norm_config()}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class CenteredWeightNormalization(_CenteredMixin, KernelWrapper):
+    """Centered weight normalization of any Keras layer with a kernel:
+    `w = s · (v − mean(v)) / ‖v − mean(v)‖` per output unit.
+
+    The wrapper version of `CenteredWeightNormDense` /
+    `CenteredWeightNormConv2D`, with the same math: each output unit's row
+    of the effective kernel has zero mean and norm s, 1.414 by default or
+    learned per output unit (weight `scale`) with `learnable_scale=True`.
+
+    Args:
+        @LAYER@
+        scale: the scale s (> 0), 1.414 by default.
+        learnable_scale: whether to learn s per output unit.
+        epsilon: added to the squared norm (> 0).
+        **kwargs: base `Layer` arguments.
+
+    @UNITS@
+
+    Reference:
+        - [Huang et al., 2017](https://openaccess.thecvf.com/content_iccv_2017/html/Huang_Centered_Weight_Normalization_ICCV_2017_paper.html),
+          Centered Weight Normalization in Accelerating Training of Deep
+          Neural Networks (ICCV 2017).
+
+    Example:
+
+    >>> layer = CenteredWeightNormalization(
+    ...     keras.layers.EinsumDense("...d,dhk->...hk", (4, 8)),
+    ...     learnable_scale=True,
+    ... )
+    >>> tuple(layer(np.ones((2, 3, 16))).shape)
+    (2, 3, 4, 8)
+    """
+
+    __doc__ = wrapper_doc(__doc__ or "")
+
+    def __init__(
+        self,
+        layer,
+        scale: float = 1.414,
+        learnable_scale: bool = False,
+        epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(layer, **kwargs)
         self._init_centered(scale, learnable_scale, epsilon)
 
     def get_config(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Weight Standardization (Qiao et al., 2019) and its scaled form from the
-normalizer-free networks (Brock et al., 2021)."""
+normalizer-free networks (Brock et al., 2021): Dense and Conv2D layers, and
+a wrapper for any Keras layer with a kernel."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from keraslayers._kernel_layers import (
     ReparameterizedConv2D,
     ReparameterizedDense,
 )
+from keraslayers._kernel_wrapper import KernelWrapper, wrapper_doc
 
 
 class _StandardizedMixin:
@@ -33,15 +35,19 @@ class _StandardizedMixin:
             else None
         )
 
-    def _reparameterize(self, v):
-        mean, var = _utils.moments(v, [1])
-        mean = ops.expand_dims(mean, -1)
-        var = ops.expand_dims(var, -1)
+    # Per-unit math: computed on the kernel in its stored layout (see
+    # `_ReparameterizedKernel.kernel`).
+    _columnwise = True
+
+    def _reparameterize(self, v, fan_axis=1):
+        mean, var = _utils.moments(v, [fan_axis])
+        mean = ops.expand_dims(mean, fan_axis)
+        var = ops.expand_dims(var, fan_axis)
         if not self.scaled:
             return (v - mean) * ops.rsqrt(var + self.epsilon)
-        fan_in = v.shape[-1]
+        fan_in = v.shape[fan_axis]
         scale = ops.rsqrt(ops.maximum(var * fan_in, self.epsilon))
-        gain = ops.expand_dims(self._math(self.gain), -1)
+        gain = ops.expand_dims(self._math(self.gain), fan_axis)
         return gain * (v - mean) * scale
 
     def _standardized_config(self):
@@ -133,6 +139,63 @@ class WeightStandardizedConv2D(_StandardizedMixin, ReparameterizedConv2D):
         **kwargs,
     ):
         super().__init__(filters=filters, kernel_size=kernel_size, **kwargs)
+        self._init_standardized(scaled, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._standardized_config()}
+
+
+@keras.saving.register_keras_serializable(package="keraslayers")
+class WeightStandardization(_StandardizedMixin, KernelWrapper):
+    """Weight standardization of any Keras layer with a kernel.
+
+    The wrapper version of `WeightStandardizedDense` /
+    `WeightStandardizedConv2D`, with the same math (one implementation),
+    per output unit over its fan-in N:
+
+    ```
+    scaled=False:  W = (V − mean(V)) / √(var(V) + ε)          (WS)
+    scaled=True:   W = gain · (V − mean(V)) / √max(N·var(V), ε)  (scaled WS)
+    ```
+
+    with a learned `gain` per output unit (init 1) in the scaled form and
+    the biased variance; ε defaults to 1e-10 (WS) or 1e-4 (scaled WS).
+
+    Args:
+        @LAYER@
+        scaled: use the scaled form with its learned gain.
+        epsilon: see above (> 0); None picks the default for the form.
+        **kwargs: base `Layer` arguments.
+
+    @UNITS@
+
+    Reference:
+        - [Qiao et al., 2019](https://arxiv.org/abs/1903.10520), Micro-Batch
+          Training with Batch-Channel Normalization and Weight
+          Standardization.
+        - [Brock et al., 2021](https://arxiv.org/abs/2101.08692),
+          Characterizing Signal Propagation to Close the Performance Gap in
+          Unnormalized ResNets.
+
+    Example:
+
+    >>> layer = WeightStandardization(
+    ...     keras.layers.DepthwiseConv2D(3, depth_multiplier=2), scaled=True
+    ... )
+    >>> tuple(layer(np.ones((2, 6, 6, 4))).shape)
+    (2, 4, 4, 8)
+    """
+
+    __doc__ = wrapper_doc(__doc__ or "")
+
+    def __init__(
+        self,
+        layer,
+        scaled: bool = False,
+        epsilon: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(layer, **kwargs)
         self._init_standardized(scaled, epsilon)
 
     def get_config(self) -> dict[str, Any]:

@@ -162,10 +162,10 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         if training:
             context = _utils.replica_context(self)
             if weights is None and context is None:
-                mean = _utils.mean(flat, [0])
-                centered = flat - mean
-                count = ops.cast(ops.shape(flat)[0], dtype)
-                rows = centered
+                # The common case, with a hand-written backward pass.
+                y, mean, phis, count = self._whiten_batch(flat)
+                self._update_moving(mean, phis, count)
+                return self._finish(y, moved_shape)
             else:
                 # Only the unmasked rows enter the mean and the covariance;
                 # under a synchronized strategy, the rows of all replicas
@@ -198,50 +198,130 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
                 )
                 for p in products
             ]
-            # A batch with one row has no covariance (Σ = εI): it leaves the
-            # moving statistics as they are instead of pulling the moving
-            # Φ towards ε^{-1/2} I (e.g. the last, one-sample batch of an
-            # epoch).
-            m = ops.where(
-                count > 1,
-                ops.cast(self.momentum, self.moving_mean.dtype),
-                ops.cast(1.0, self.moving_mean.dtype),
-            )
-            self.moving_mean.assign(
-                m * self.moving_mean
-                + (1 - m)
-                * ops.cast(ops.stop_gradient(mean), self.moving_mean.dtype)
-            )
-            for statistic, phi in zip(
-                self._running_whitening(), phis, strict=True
-            ):
-                statistic.assign(
-                    m * statistic
-                    + (1 - m)
-                    * ops.cast(ops.stop_gradient(phi), statistic.dtype)
-                )
+            self._update_moving(mean, phis, count)
         else:
             mean = ops.cast(self.moving_mean, dtype)
             centered = self._parts(flat - mean)
             phis = [ops.cast(v, dtype) for v in self._running_whitening()]
-        y = ops.concatenate(
+        return self._finish(self._apply(centered, phis), moved_shape)
+
+    def _apply(self, parts, phis):
+        """The whitened (n, channels) rows: each group's rows times Φᵀ."""
+        return self._unparts(
+            [
+                ops.matmul(c, ops.transpose(phi, (0, 2, 1)))
+                for c, phi in zip(parts, phis, strict=True)
+            ]
+        )
+
+    def _unparts(self, parts):
+        """Inverse of `_parts`: (groups, n, m) pieces back to (n, channels)."""
+        return ops.concatenate(
             [
                 ops.reshape(
-                    ops.transpose(
-                        ops.matmul(c, ops.transpose(phi, (0, 2, 1))), (1, 0, 2)
-                    ),
-                    (-1, c.shape[0] * c.shape[-1]),
+                    ops.transpose(p, (1, 0, 2)), (-1, p.shape[0] * p.shape[-1])
                 )
-                for c, phi in zip(centered, phis, strict=True)
+                for p in parts
             ],
             axis=-1,
         )
+
+    def _finish(self, y, moved_shape):
+        dtype = y.dtype
         if self.scale:
             y = y * ops.cast(self.gamma, dtype)
         if self.center:
             y = y + ops.cast(self.beta, dtype)
         y = ops.moveaxis(ops.reshape(y, moved_shape), -1, self._axis)
         return ops.cast(y, self.compute_dtype)
+
+    def _update_moving(self, mean, phis, count):
+        # A batch with one row has no covariance (Σ = εI): it leaves the
+        # moving statistics as they are instead of pulling the moving Φ
+        # towards ε^{-1/2} I (e.g. the last, one-sample batch of an epoch).
+        m = ops.where(
+            count > 1,
+            ops.cast(self.momentum, self.moving_mean.dtype),
+            ops.cast(1.0, self.moving_mean.dtype),
+        )
+        self.moving_mean.assign(
+            m * self.moving_mean
+            + (1 - m)
+            * ops.cast(ops.stop_gradient(mean), self.moving_mean.dtype)
+        )
+        for statistic, phi in zip(self._running_whitening(), phis, strict=True):
+            statistic.assign(
+                m * statistic
+                + (1 - m) * ops.cast(ops.stop_gradient(phi), statistic.dtype)
+            )
+
+    def whitening_matrix_vjp(self, sigma):
+        """`(Φ, backward)`: Φ as `whitening_matrix` gives it, and the map
+        from ∂L/∂Φ to ∂L/∂Σ."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _gram(a, b):
+        """aᵀ b per group for (groups, n, m) pieces."""
+        return ops.matmul(ops.transpose(a, (0, 2, 1)), b)
+
+    def _whiten_batch(self, flat):
+        """Training-mode whitening of the (n, channels) rows of an unmasked
+        batch on one replica: `(ŷ, μ, [Φ per part], n)`, ŷ before γ, β.
+
+        The backward pass is written out instead of derived by automatic
+        differentiation: with X_c the centered rows of a group, ŷ = X_c Φᵀ
+        and Σ = X_cᵀ X_c / n + εI,
+
+            ∂L/∂Φ = Ḡᵀ X_c  (Ḡ = ∂L/∂ŷ),   ∂L/∂Σ from Φ's own backward,
+            ∂L/∂x = Ḡ Φ + X_c A − mean_rows(Ḡ) Φ,  A = (∂L/∂Σ + ∂L/∂Σᵀ)/n,
+
+        (the centering's gradient subtracts the row mean; X_c A has none),
+        which takes two n-row matrix products forward and two backward,
+        where the derived backward took four and more transposes (measured
+        in benchmarks/results)."""
+        dtype = flat.dtype
+        count = ops.cast(ops.shape(flat)[0], dtype)
+        rows = ops.maximum(count, 1.0)
+
+        @ops.custom_gradient
+        def whiten(flat):
+            mean = _utils.mean(flat, [0])
+            parts = self._parts(flat - mean)
+            phis, backwards = [], []
+            for c in parts:
+                sigma = self._gram(c, c) / rows
+                sigma = sigma + self.epsilon * ops.eye(c.shape[-1], dtype=dtype)
+                phi, backward = self.whitening_matrix_vjp(sigma)
+                phis.append(phi)
+                backwards.append(backward)
+            y = self._apply(parts, phis)
+
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    upstream = args if len(args) > 1 else args[0]
+                d_y = (
+                    upstream[0]
+                    if isinstance(upstream, (tuple, list))
+                    else (upstream)
+                )
+                d_parts = []
+                for c, phi, backward, g in zip(
+                    parts, phis, backwards, self._parts(d_y), strict=True
+                ):
+                    d_phi = self._gram(g, c)
+                    d_sigma = backward(d_phi)
+                    a = (d_sigma + ops.transpose(d_sigma, (0, 2, 1))) / rows
+                    g_mean = ops.sum(g, axis=1, keepdims=True) / rows
+                    d_parts.append(
+                        ops.matmul(g - g_mean, phi) + ops.matmul(c, a)
+                    )
+                return self._unparts(d_parts)
+
+            return (y, mean, *phis), grad
+
+        y, mean, *phis = whiten(flat)
+        return y, mean, phis, count
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -357,6 +437,14 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
         )
         return _linalg.inverse_sqrt_eigh(sigma)
 
+    def whitening_matrix_vjp(self, sigma):
+        _linalg.warn_if_slow_eigh(
+            self,
+            self._size,
+            "Use IterativeNormalization, or a smaller `group_size`.",
+        )
+        return _linalg.inverse_sqrt_eigh_vjp(sigma)
+
 
 @keras.saving.register_keras_serializable(package="keraslayers")
 class IterativeNormalization(_GroupWhitening):
@@ -437,6 +525,9 @@ class IterativeNormalization(_GroupWhitening):
     def whitening_matrix(self, sigma):
         phi, _ = _linalg.inverse_sqrt_newton(sigma, self.num_iterations)
         return phi
+
+    def whitening_matrix_vjp(self, sigma):
+        return _linalg.inverse_sqrt_newton_vjp(sigma, self.num_iterations)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_iterations": self.num_iterations}
