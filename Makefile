@@ -59,6 +59,7 @@ test: lint book browser
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests
 
 ## Side-by-side cost of every layer, on TF+XLA, TF without XLA and JAX;
+## measures the rates the slow layers' operations reach (probes.json);
 ## writes benchmarks/results/{results.json,results.md} (several minutes),
 ## then the two-device cost of synchronized statistics (distributed.{json,md}).
 BENCH := $(BIN)/python -m benchmarks.bench
@@ -67,6 +68,8 @@ bench: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BENCH) --xla on --out $(RESULTS)/tensorflow_xla.json
 	KERAS_BACKEND=tensorflow $(BENCH) --xla off --out $(RESULTS)/tensorflow_noxla.json
 	KERAS_BACKEND=jax $(BENCH) --out $(RESULTS)/jax.json
+	KERAS_BACKEND=tensorflow $(BIN)/python -m benchmarks.probes --out $(RESULTS)/probes.json
+	KERAS_BACKEND=jax $(BIN)/python -m benchmarks.probes --out $(RESULTS)/probes.json
 	$(BIN)/python -m benchmarks.report $(RESULTS)
 	$(BIN)/python -m benchmarks.distributed --out $(RESULTS)/distributed.json
 

@@ -289,8 +289,215 @@ REASONS = [
 ]
 
 
-def _reason(check) -> str | None:
+# Reasons computed from the probes (benchmarks/probes.py: the rates of the
+# operations a layer is made of, measured alone next to the large product)
+# and from the results themselves. Each takes (match, check, runs, probes)
+# and returns the text, or None when what it needs was not measured.
+
+
+def _row(runs, run, group, name):
+    rows = runs.get(run, {}).get("results", [])
+    return next(
+        (r for r in rows if r["group"] == group and r["name"] == name), None
+    )
+
+
+def _tensor(shape):
+    return (
+        "conv tensor (4 groups of 8192 rows)"
+        if shape == "conv"
+        else "dense tensor (32 groups of 256 rows)"
+    )
+
+
+def _whitening_floor(match, check, runs, probes):
+    run, shape, name = check["run"], match["shape"], match["name"]
+    probe = probes.get(run, {}).get("whitening_products", {})
+    row = _row(runs, run, f"activation_{shape}", name)
+    if _tensor(shape) not in probe or row is None:
+        return None
+    share = probe[_tensor(shape)]["of_large"]
+    return (
+        "The floor prices every FLOP at the rate of a 2048² product. "
+        "Whitening's FLOPs are thin products, 16 columns per group "
+        "(Σ = XᵀX/n and XΦ), and those products alone, timed in a "
+        f"compiled loop on this tensor (benchmarks/probes.py), run at "
+        f"{share:.0%} of that rate on {RUNS.get(run, run)}. At that rate "
+        f"the step is {row['over_floor'] * share:.1f}× its floor: what is "
+        "left is the per-group Newton iterations on 16 × 16 matrices, the "
+        "statistics' reductions and the elementwise passes."
+    )
+
+
+def _iternorm_vs_bn(match, check, runs, probes):
+    run, shape = check["run"], match["shape"]
+    probe = probes.get(run, {}).get("whitening_products", {})
+    it = _row(runs, run, f"activation_{shape}", "iternorm16")
+    bn = _row(runs, run, f"activation_{shape}", "keras_bn")
+    if _tensor(shape) not in probe or not (it and bn and "flops" in it):
+        return None
+    share = probe[_tensor(shape)]["of_large"]
+    thin_floor = it["floor_ms"] / share  # compute-bound: FLOPs / rate
+    return (
+        f"Keras BN's step is memory-bound ({bn['median_ms']:.2f} ms). "
+        f"IterNorm's counted work is {it['flops'] / bn['flops']:.0f}× BN's "
+        "FLOPs, most of them in thin products that run at "
+        f"{share:.0%} of the large product's rate here (probes): at that "
+        f"rate its floor alone is {thin_floor / bn['median_ms']:.1f}× BN's "
+        f"whole step, and the measured step is "
+        f"{it['median_ms'] / thin_floor:.1f}× that floor. Meeting 4× would "
+        "need products of 16-column groups at a rate this backend's "
+        "compiler does not reach on this CPU."
+    )
+
+
+# One orthogonalized group's width (units) per weight comparison.
+WIDTHS = {
+    **{
+        f"weight_dense_{k}": v
+        for k, v in (("small", 64), ("medium", 256), ("large", 512))
+    },
+    **{
+        f"weight_conv_{k}": v
+        for k, v in (("small", 16), ("medium", 64), ("large", 128))
+    },
+}
+
+
+def _orthogonal_kernel(match, check, runs, probes):
+    run, group, name = check["run"], match["group"], match["name"]
+    width = WIDTHS.get(group)
+    row, plain = _row(runs, run, group, name), _row(runs, run, group, "plain")
+    if not (width and row and plain):
+        return None
+    op = "product" if name == "orth_newton" else "eigh"
+    key = (
+        f"{width} x {width} product"
+        if op == "product"
+        else f"eigh {width} x {width} (9 m^3)"
+    )
+    probe = probes.get(run, {}).get("matrices", {}).get(key)
+    if probe is None:
+        return None
+    share = probe["of_large"]
+    own = row["kernel_side"]["floor_ms"] / share
+    what = (
+        f"{width} × {width} products (3T − 3 = 12 per step, and their backward)"
+        if op == "product"
+        else f"`eigh` of a {width} × {width} matrix"
+    )
+    return (
+        f"The layer's own floor is its {what}, priced at the 2048² "
+        f"product's rate; measured alone (probes), that operation runs at "
+        f"{share:.0%} of it on {RUNS.get(run, run)}"
+        + (
+            " (XLA's Jacobi `eigh`, see the XLA/no-XLA reason)"
+            if op == "eigh" and run == "tensorflow_xla"
+            else ""
+        )
+        + f". At that rate the step is "
+        f"{row['median_ms'] / (plain['median_ms'] + own):.2f}× (plain + own "
+        "floor). Groups of 64 are the remedy the layer offers "
+        "(orth_newton_g64)."
+    )
+
+
+def _weight_norm(match, check, runs, probes):
+    run, group, name = check["run"], match["group"], match["name"]
+    width = WIDTHS.get(group)
+    row, plain = _row(runs, run, group, name), _row(runs, run, group, "plain")
+    side = probes.get(run, {}).get("weight_norm_kernel_side", {})
+    key = f"{width}x{width}"
+    if not (group.startswith("weight_dense") and row and plain) or (
+        key not in side or "kernel_side" not in row
+    ):
+        return None
+    extra = row["median_ms"] - plain["median_ms"]
+    own = row["kernel_side"]["floor_ms"]
+    return (
+        "The kernel side (w = g·v/‖v‖ per output unit, forward, backward "
+        "and the update), timed alone on a "
+        f"{width} × {width} kernel (probes), runs at "
+        f"{side[key]['over_floor']:.1f}× its own floor (its passes over "
+        "the kernel at the measured bandwidth); inside the step, "
+        f"{name.upper()} adds {extra / own:.1f}× that floor to the plain "
+        "step. The kernel side can run near its floor; the remainder is "
+        "how the compiled step is scheduled around it (the plain step "
+        "hands dW to the update directly, here dW goes through the "
+        "reparameterization's backward first), which the probes do not "
+        "break down further."
+    )
+
+
+def _within_noise(match, check, runs, probes):
+    run, shape = check["run"], match["shape"]
+    again = _row(runs, run, f"activation_{shape}", "keras_bn_again")
+    if not (again and again.get("ratio_range") and check.get("range")):
+        return None
+    return (
+        f"Within this run's noise: Keras BN timed twice gives "
+        f"{again['ratio']:.2f} [{again['ratio_range'][0]:.2f}–"
+        f"{again['ratio_range'][1]:.2f}] (the A/A control), and "
+        f"{match['name'].upper()}'s ratio ranges over "
+        f"{check['range'][0]:.2f}–{check['range'][1]:.2f} between processes."
+    )
+
+
+def _xla_same(match, check, runs, probes):
+    group, name = match["group"], match["name"]
+    on = _row(runs, "tensorflow_xla", group, name)
+    off = _row(runs, "tensorflow_noxla", group, name)
+    if not (on and off):
+        return None
+    side = on.get("kernel_side", {}).get("flops", 0) / on.get("flops", 1)
+    return (
+        f"Relative to the plain layer in the same process the layer costs "
+        f"{on['ratio']:.2f}× with XLA and {off['ratio']:.2f}× without; "
+        "the XLA/no-XLA limit divides medians taken in different "
+        "processes, whose run-to-run spread is larger than the gap"
+        + (
+            f". {side:.0%} of this step's counted FLOPs are the kernel "
+            "side's matrix products, which run as compiled products with "
+            "or without XLA; XLA's gain is in fusing elementwise work"
+            if side > 0.5
+            else ""
+        )
+        + "."
+    )
+
+
+COMPUTED_REASONS = [
+    (
+        r"(?P<name>dbn16|iternorm16) ≤ 3× its floor \((?P<shape>\w+)\)",
+        _whitening_floor,
+    ),
+    (r"iternorm16 ≤ 4× Keras BN \((?P<shape>\w+)\)", _iternorm_vs_bn),
+    (
+        r"^(tensorflow_xla|jax) (?P<group>weight_\w+)/"
+        r"(?P<name>orth_newton|orth_eigh) ≤ 1\.2×",
+        _orthogonal_kernel,
+    ),
+    (
+        r"^(tensorflow_xla|jax) (?P<group>weight_dense_\w+)/"
+        r"(?P<name>wn|cwn|ws) ≤ 1\.2×",
+        _weight_norm,
+    ),
+    (r"(?P<name>bkn|brn) ≤ 1\.1× Keras BN \((?P<shape>\w+)\)", _within_noise),
+    (
+        r"(?P<group>weight_\w+)/(?P<name>wn|cwn|ws|orth_newton\w*) XLA/no-XLA",
+        _xla_same,
+    ),
+]
+
+
+def _reason(check, runs=None, probes=None) -> str | None:
     text = f"{check['run']} {check['target']}"
+    for pattern, explain in COMPUTED_REASONS:
+        match = re.search(pattern, text)
+        if match:
+            why = explain(match, check, runs or {}, probes or {})
+            if why:
+                return why
     for pattern, why in REASONS:
         if re.search(pattern, text):
             return why
@@ -470,10 +677,12 @@ def markdown(runs: dict, checks: list[dict]) -> str:
 def main(argv=None):
     folder = Path((argv or sys.argv[1:] or ["benchmarks/results"])[0])
     runs = load(folder)
+    probes_path = folder / "probes.json"
+    probes = json.loads(probes_path.read_text()) if probes_path.exists() else {}
     checks = targets(runs)
     for check in checks:
         if not check["met"]:
-            check["why"] = _reason(check)
+            check["why"] = _reason(check, runs, probes)
     (folder / "results.json").write_text(
         json.dumps({"runs": runs, "targets": checks}, indent=1)
     )

@@ -55,6 +55,7 @@ import keras
 from keras import ops
 
 from keraslayers import _utils
+from keraslayers._kernel_layers import columnwise_kernel
 
 _SUPPORTED = (
     "Dense, EinsumDense, Conv1D/2D/3D, Conv1DTranspose/2DTranspose/"
@@ -369,18 +370,13 @@ class KernelWrapper(keras.layers.Wrapper):
                 "`kernel`."
             )
         if getattr(self, "_columnwise", False):
-            # Per-unit families on the (fan_in, units) view, which is the
-            # stored layout itself for Dense, Conv and depthwise kernels
-            # (no transposes; see `_ReparameterizedKernel.kernel`).
-            v = self._math(read_uncast(self._kernel_variable))
-            if self._column_perm is not None:
-                v = ops.transpose(v, self._column_perm)
-            shape = v.shape
-            w = self._reparameterize(ops.reshape(v, (self._fan_in, -1)), 0)
-            w = ops.reshape(w, shape)
-            if self._column_perm is not None:
-                w = ops.transpose(w, self._inverse_column_perm)
-            return w
+            return columnwise_kernel(
+                self._reparameterize,
+                self._math(read_uncast(self._kernel_variable)),
+                self._fan_in,
+                self._column_perm,
+                self._inverse_column_perm,
+            )
         return self._from_matrix(self._reparameterize(self._v_matrix()))
 
     def _substitutions(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import keras
 import pytest
 
 import keraslayers
-from benchmarks import bench, report, roofline
+from benchmarks import bench, probes, report, roofline
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +275,77 @@ def test_every_variant_gets_its_counts_and_floor(quick_results):
         if r["group"].startswith("weight_") and "kernel_side" in r
     }
     assert kernel_side == reparameterized - {"plain"}
+
+
+def test_whitening_misses_are_explained_by_the_measured_product_rate(
+    tmp_path,
+):
+    def row(name, ms, **counts):
+        return {
+            "group": "activation_conv",
+            "name": name,
+            "input_shape": [32, 16, 16, 64],
+            "baseline": "keras_bn",
+            "median_ms": ms,
+            "ratio": ms / 0.5,
+            **counts,
+        }
+
+    run = {
+        "machine": {
+            "device": "CPU",
+            "processor": "x",
+            "cpu_count": 1,
+            "keras": "3",
+            "date": "d",
+        },
+        "repeats": 1,
+        "min_call_seconds": 0.0,
+        "processes": 1,
+        "results": [
+            row(
+                "keras_bn",
+                0.5,
+                flops=1e7,
+                bytes=2e7,
+                floor_ms=0.1,
+                over_floor=5.0,
+            ),
+            row(
+                "iternorm16",
+                4.0,
+                flops=1e8,
+                bytes=2e7,
+                floor_ms=0.5,
+                over_floor=8.0,
+            ),
+        ],
+    }
+    (tmp_path / "jax.json").write_text(json.dumps(run))
+    thin = {"conv tensor (4 groups of 8192 rows)": {"of_large": 0.25}}
+    (tmp_path / "probes.json").write_text(
+        json.dumps({"jax": {"whitening_products": thin}})
+    )
+    report.main([str(tmp_path)])
+    targets = json.loads((tmp_path / "results.json").read_text())["targets"]
+    by_name = {t["target"]: t for t in targets}
+    floor = by_name["iternorm16 ≤ 3× its floor (conv)"]
+    # 8× the floor priced at the large product's rate is 2× the floor at a
+    # quarter of that rate.
+    assert not floor["met"] and "the step is 2.0× its floor" in floor["why"]
+    versus_bn = by_name["iternorm16 ≤ 4× Keras BN (conv)"]
+    # Floor at the thin rate 0.5 / 0.25 = 2 ms = 4× BN's step; 4 ms is 2×.
+    assert "its floor alone is 4.0× BN's whole step" in versus_bn["why"]
+    assert "measured step is 2.0× that floor" in versus_bn["why"]
+
+
+def test_probes_measure_plausible_rates():
+    rate = probes.whitening_products(True, (2, 128, 8))
+    assert 1e7 < rate < 1e14
+    assert 1e7 < probes.square_products(True, 2, 16) < 1e14
+    assert 1e7 < probes.eigh_rate(True, 8) < 1e14
+    seconds = probes.weight_norm_kernel_side(True, 8)
+    assert 1e-9 < seconds < 1e-1
 
 
 def test_measured_limits_are_plausible():
