@@ -317,6 +317,13 @@ def _whitening_floor(match, check, runs, probes):
     if _tensor(shape) not in probe or row is None:
         return None
     share = probe[_tensor(shape)]["of_large"]
+    small = probes[run].get("matrices", {}).get("16 x 16 product")
+    newton = (
+        f" (a 16 × 16 product alone runs at {small['of_large']:.0%} of the "
+        "large product's rate)"
+        if small
+        else ""
+    )
     return (
         "The floor prices every FLOP at the rate of a 2048² product. "
         "Whitening's FLOPs are thin products, 16 columns per group "
@@ -324,8 +331,8 @@ def _whitening_floor(match, check, runs, probes):
         f"compiled loop on this tensor (benchmarks/probes.py), run at "
         f"{share:.0%} of that rate on {RUNS.get(run, run)}. At that rate "
         f"the step is {row['over_floor'] * share:.1f}× its floor: what is "
-        "left is the per-group Newton iterations on 16 × 16 matrices, the "
-        "statistics' reductions and the elementwise passes."
+        "left is the per-group Newton iterations on 16 × 16 matrices"
+        f"{newton}, the statistics' reductions and the elementwise passes."
     )
 
 
@@ -386,6 +393,7 @@ def _orthogonal_kernel(match, check, runs, probes):
         if op == "product"
         else f"`eigh` of a {width} × {width} matrix"
     )
+    at_rate = row["median_ms"] / (plain["median_ms"] + own)
     return (
         f"The layer's own floor is its {what}, priced at the 2048² "
         f"product's rate; measured alone (probes), that operation runs at "
@@ -395,9 +403,15 @@ def _orthogonal_kernel(match, check, runs, probes):
             if op == "eigh" and run == "tensorflow_xla"
             else ""
         )
-        + f". At that rate the step is "
-        f"{row['median_ms'] / (plain['median_ms'] + own):.2f}× (plain + own "
-        "floor). Groups of 64 are the remedy the layer offers "
+        + f". At that rate the step is {at_rate:.2f}× (plain + own floor)"
+        + (
+            "; what remains above 1.2× is not broken down (the probes time "
+            "forward products, not the backward pass's transposed products "
+            "and sums)"
+            if at_rate > 1.2
+            else ""
+        )
+        + ". Groups of 64 are the remedy the layer offers "
         "(orth_newton_g64)."
     )
 
@@ -415,8 +429,15 @@ def _weight_norm(match, check, runs, probes):
     extra = row["median_ms"] - plain["median_ms"]
     own = row["kernel_side"]["floor_ms"]
     return (
-        "The kernel side (w = g·v/‖v‖ per output unit, forward, backward "
-        "and the update), timed alone on a "
+        "WN's kernel side (w = g·v/‖v‖ per output unit, forward, backward "
+        "and the update"
+        + (
+            f"; {name.upper()} adds a centering: one more reduction and "
+            "pass each way"
+            if name != "wn"
+            else ""
+        )
+        + "), timed alone on a "
         f"{width} × {width} kernel (probes), runs at "
         f"{side[key]['over_floor']:.1f}× its own floor (its passes over "
         "the kernel at the measured bandwidth); inside the step, "

@@ -229,12 +229,18 @@ class ScaleMixin:
             else None
         )
 
+    def _unit_scale(self, fan_axis=1):
+        """The per-unit scale, shaped to broadcast over a (units, fan_in)
+        matrix (`fan_axis=1`) or a (fan_in, units) one (`fan_axis=0`); a
+        Python number when it is fixed."""
+        if self.scale_weight is not None:
+            return ops.expand_dims(self._math(self.scale_weight), fan_axis)
+        return self.scale
+
     def _apply_scale(self, w, fan_axis=1):
         """Multiplies each unit of `w`: the rows of a (units, fan_in)
         matrix, the columns of a (fan_in, units) one (`fan_axis=0`)."""
-        if self.scale_weight is not None:
-            return ops.expand_dims(self._math(self.scale_weight), fan_axis) * w
-        return self.scale * w
+        return self._unit_scale(fan_axis) * w
 
     def _scale_config(self) -> dict[str, Any]:
         return {"scale": self.scale, "learnable_scale": self.learnable_scale}

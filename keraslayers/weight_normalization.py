@@ -111,8 +111,12 @@ class _WeightNormMixin:
     _columnwise = True
 
     def _reparameterize(self, v, fan_axis=1):
+        # One kernel-sized product with a per-unit factor, not a product
+        # and a division: the backward pass then has one kernel-sized
+        # product less (measured in a JAX step, Dense 256 → 256 at batch
+        # 128: see benchmarks/results).
         g = ops.expand_dims(self.effective_g, fan_axis)
-        return g * v / _row_norm(v, self.epsilon, fan_axis)
+        return v * (g / _row_norm(v, self.epsilon, fan_axis))
 
     def _data_dependent_init(self, inputs):
         """On the first training batch: g ← 1/σ[t], b ← −μ[t]/σ[t] for
@@ -288,10 +292,13 @@ class _CenteredMixin(ScaleMixin):
     _columnwise = True
 
     def _reparameterize(self, v, fan_axis=1):
-        z = v - _utils.mean(v, [fan_axis], keepdims=True)
-        return self._apply_scale(
-            z / _row_norm(z, self.epsilon, fan_axis), fan_axis
-        )
+        mu = _utils.mean(v, [fan_axis], keepdims=True)
+        # ‖z‖ reads the mean through stop_gradient: ∂‖z‖²/∂μ = −2·Σz = 0,
+        # so the gradient is the same with one reduction less backward (as
+        # in `_utils.moments`); and, as in WN, one kernel-sized product
+        # with a per-unit factor.
+        norm = _row_norm(v - ops.stop_gradient(mu), self.epsilon, fan_axis)
+        return (v - mu) * (self._unit_scale(fan_axis) / norm)
 
     def _centered_config(self):
         return {**self._scale_config(), "epsilon": self.epsilon}

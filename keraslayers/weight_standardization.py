@@ -48,7 +48,7 @@ class _StandardizedMixin:
         fan_in = v.shape[fan_axis]
         scale = ops.rsqrt(ops.maximum(var * fan_in, self.epsilon))
         gain = ops.expand_dims(self._math(self.gain), fan_axis)
-        return gain * (v - mean) * scale
+        return (v - mean) * (gain * scale)
 
     def _standardized_config(self):
         return {"scaled": self.scaled, "epsilon": self.epsilon}

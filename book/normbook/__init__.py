@@ -13,7 +13,9 @@ module per concern:
 * :mod:`normbook.numerics` — condition numbers on the non-null spectrum;
 * :mod:`normbook.plots` — curves with their spread over seeds;
 * :mod:`normbook.claims` — the checks behind every sentence that states
-  an experimental result.
+  an experimental result;
+* :mod:`normbook.applications` — many small training runs in one compiled
+  call (JAX).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import matplotlib  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from normbook.claims import ClaimError, claim, spread  # noqa: E402,F401
+from normbook.applications import ManyRuns  # noqa: E402,F401
+from normbook.claims import ClaimError, checked, claim, spread  # noqa: E402,F401
 from normbook.data import digits, mnist1d  # noqa: E402,F401
 from normbook.numerics import condition_number  # noqa: E402,F401
 from normbook.plots import band, plot_curves  # noqa: E402,F401

@@ -5,20 +5,51 @@ computes the numbers and calls :func:`claim` with the condition the
 sentence asserts. If a change (a library, a seed, another processor) makes
 the numbers stop supporting the sentence, the chapter fails to build and
 somebody rewrites the sentence: the text changes, not the check.
+
+A claim given a ``key`` also leaves a record of what was checked, so that a
+later chapter can quote it with :func:`checked` instead of re-running the
+experiment: chapter 15's decision table is built from such records. The
+records are JSON files in ``_build/claims/`` (or ``$NORMBOOK_CLAIMS_DIR``),
+one per key, written only when the claim holds.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BOOK_DIR = REPO_ROOT / "book"
+_KEY = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 class ClaimError(AssertionError):
     """A sentence of the book that its own numbers no longer support."""
 
 
-def claim(condition, statement: str, evidence: str = "") -> None:
+def claims_dir() -> Path:
+    """Where keyed claims are recorded: ``$NORMBOOK_CLAIMS_DIR`` if set,
+    else ``_build/claims`` at the repository's root."""
+    override = os.environ.get("NORMBOOK_CLAIMS_DIR")
+    return Path(override) if override else REPO_ROOT / "_build" / "claims"
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ValueError(
+            "A claim's key must be a short slug of lowercase letters, digits "
+            f"and single hyphens, like 'brn-small-batch'. Received: key={key!r}"
+        )
+
+
+def claim(
+    condition, statement: str, evidence: str = "", key: str | None = None
+) -> None:
     """Fails the build unless ``condition`` holds; shows what was checked.
 
     Args:
@@ -27,11 +58,85 @@ def claim(condition, statement: str, evidence: str = "") -> None:
         statement: the sentence's claim in a few words, shown to the reader
             as ``checked: <statement>``.
         evidence: the numbers behind it, shown in parentheses.
+        key: a short slug, unique across the book (``"brn-small-batch"``).
+            When given and the condition holds, ``{key, statement,
+            evidence}`` is written to ``<claims_dir()>/<key>.json`` for
+            :func:`checked`; when the condition fails, an earlier record of
+            the key is deleted, so nothing quotes a claim that no longer
+            holds.
     """
+    if key is not None:
+        _check_key(key)
     text = statement + (f" ({evidence})" if evidence else "")
     if not bool(condition):
+        if key is not None:
+            (claims_dir() / f"{key}.json").unlink(missing_ok=True)
         raise ClaimError(f"the book claims: {text}; the numbers disagree.")
+    if key is not None:
+        folder = claims_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"key": key, "statement": statement, "evidence": evidence}
+        partial = folder / f".{key}.json.tmp"
+        partial.write_text(json.dumps(record, ensure_ascii=False, indent=1))
+        partial.replace(folder / f"{key}.json")
     print(f"checked: {text}")
+
+
+def checked(key: str, chapter: str, *, book_dir: Path | None = None) -> dict:
+    """The record of a keyed claim that ``chapter`` checked when it ran.
+
+    Args:
+        key: the claim's key, as passed to :func:`claim`.
+        chapter: the chapter's file name without ``.md``
+            (``"ch10_small_batches"``).
+        book_dir: the folder of the chapters; the book's by default.
+
+    Returns:
+        ``{"key": ..., "statement": ..., "evidence": ...}``.
+
+    Raises:
+        ClaimError: if there is no record (the chapter has not run, or its
+            claim failed), if the chapter no longer contains
+            ``key="<key>"`` (a stale record of a removed claim), or if the
+            key appears in another chapter too.
+    """
+    _check_key(key)
+    book = Path(book_dir) if book_dir is not None else BOOK_DIR
+    chapter = chapter.removesuffix(".md")
+    source = book / f"{chapter}.md"
+    if not source.is_file():
+        raise ClaimError(f"there is no chapter {source}. Received: {chapter=}")
+    pattern = re.compile(rf"""key=(["']){re.escape(key)}\1""")
+    uses = {
+        path.stem: len(pattern.findall(path.read_text(encoding="utf-8")))
+        for path in sorted(book.glob("*.md"))
+    }
+    uses = {name: n for name, n in uses.items() if n}
+    if chapter not in uses:
+        raise ClaimError(
+            f'{chapter}.md no longer contains key="{key}": the record '
+            f"{claims_dir() / (key + '.json')} (if any) is stale, left by a "
+            "claim that was removed or renamed"
+            + (f"; the key is now in {', '.join(uses)}" if uses else "")
+            + ". Quote the claim from the chapter that makes it."
+        )
+    if len(uses) > 1 or uses[chapter] > 1:
+        where = ", ".join(f"{name} ({n}x)" for name, n in uses.items())
+        raise ClaimError(
+            f"the claim key {key!r} must appear once in the book; found in "
+            f"{where}."
+        )
+    path = claims_dir() / f"{key}.json"
+    if not path.is_file():
+        raise ClaimError(
+            f"no record of the claim {key!r} in {path.parent}: chapter "
+            f"{chapter} must run first (`make book` runs the chapters in "
+            "order), and its claim must hold."
+        )
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("key") != key:
+        raise ClaimError(f"{path} records the key {record.get('key')!r}.")
+    return record
 
 
 def spread(values: Sequence[float], digits: int = 3) -> str:

@@ -1,5 +1,6 @@
-"""The chapters' helper module: the slider helper's two faces."""
+"""The chapters' helper module: the slider helper's two faces, the claims."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -51,3 +52,89 @@ def test_bundle_offers_the_widget_view_live_and_html_for_the_book(monkeypatch):
 def test_rejects_a_slider_with_one_value():
     with pytest.raises(ValueError, match=r"a=\[1\]"):
         normbook.slider_figure(_figure, a=[1], b=[1, 2])
+
+
+# The registry of checked claims (normbook.claims): chapters record keyed
+# claims, chapter 15 quotes them.
+
+
+def _chapter(book, name, text):
+    book.mkdir(exist_ok=True)
+    (book / f"{name}.md").write_text(text)
+
+
+def test_a_keyed_claim_records_what_was_checked(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path))
+    normbook.claim(2 > 1, "two beats one", "2 vs 1", key="two-beats-one")
+    record = json.loads((tmp_path / "two-beats-one.json").read_text())
+    assert record == {
+        "key": "two-beats-one",
+        "statement": "two beats one",
+        "evidence": "2 vs 1",
+    }
+    assert capsys.readouterr().out == "checked: two beats one (2 vs 1)\n"
+    normbook.claim(True, "no key, no record")
+    assert [p.name for p in tmp_path.iterdir()] == ["two-beats-one.json"]
+
+
+def test_a_failing_claim_writes_no_record_and_removes_an_old_one(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path))
+    with pytest.raises(normbook.ClaimError, match="the numbers disagree"):
+        normbook.claim(1 > 2, "one beats two", key="one-beats-two")
+    assert not list(tmp_path.iterdir())
+    normbook.claim(True, "held once", key="held-once")
+    with pytest.raises(normbook.ClaimError):
+        normbook.claim(False, "holds no more", key="held-once")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_key_must_be_a_slug(monkeypatch, tmp_path):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=r"key='BRN small'"):
+        normbook.claim(True, "s", key="BRN small")
+
+
+def test_checked_returns_the_record(monkeypatch, tmp_path):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path / "claims"))
+    book = tmp_path / "book"
+    _chapter(book, "ch01_a", 'nb.claim(ok, "a holds", "1.0", key="a-holds")\n')
+    normbook.claim(True, "a holds", "1.0", key="a-holds")
+    record = normbook.checked("a-holds", "ch01_a", book_dir=book)
+    assert record == {
+        "key": "a-holds",
+        "statement": "a holds",
+        "evidence": "1.0",
+    }
+
+
+def test_checked_without_a_record_says_which_chapter_must_run(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path / "claims"))
+    book = tmp_path / "book"
+    _chapter(book, "ch01_a", 'nb.claim(ok, "a holds", key="a-holds")\n')
+    with pytest.raises(normbook.ClaimError, match="ch01_a must run first"):
+        normbook.checked("a-holds", "ch01_a", book_dir=book)
+
+
+def test_checked_rejects_the_stale_record_of_a_removed_claim(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path / "claims"))
+    book = tmp_path / "book"
+    normbook.claim(True, "a holds", key="a-holds")  # the record stays behind
+    _chapter(book, "ch01_a", 'nb.claim(ok, "a holds")\n')  # key removed
+    with pytest.raises(normbook.ClaimError, match="stale"):
+        normbook.checked("a-holds", "ch01_a", book_dir=book)
+
+
+def test_checked_rejects_a_key_used_in_two_chapters(monkeypatch, tmp_path):
+    monkeypatch.setenv("NORMBOOK_CLAIMS_DIR", str(tmp_path / "claims"))
+    book = tmp_path / "book"
+    normbook.claim(True, "a holds", key="a-holds")
+    _chapter(book, "ch01_a", 'nb.claim(ok, "a holds", key="a-holds")\n')
+    _chapter(book, "ch02_b", "nb.claim(ok, 'copy', key='a-holds')\n")
+    with pytest.raises(normbook.ClaimError, match="once in the book"):
+        normbook.checked("a-holds", "ch01_a", book_dir=book)
