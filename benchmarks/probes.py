@@ -112,24 +112,13 @@ def eigh_rate(xla, size):
     return roofline._rate(*_eigh_loop(xla, size))
 
 
-def _calibrate(run, min_seconds):
-    """Iterations per call for calls of at least `min_seconds`."""
-    run(1)
-    n = 1
-    while True:
-        start = time.perf_counter()
-        run(n)
-        if time.perf_counter() - start >= min_seconds or n >= 1 << 20:
-            return n
-        n *= 2
-
-
 def side_by_side(probe, reference, rounds=7, min_seconds=0.1):
     """The probe's rate and its ratio to the reference's, timed in
     alternating calls (so that whatever else the machine does affects
     both alike): the medians over `rounds` of each and of their ratio."""
     (run_p, work_p), (run_r, work_r) = probe, reference
-    n_p, n_r = _calibrate(run_p, min_seconds), _calibrate(run_r, min_seconds)
+    n_p = roofline._calibrate(run_p, min_seconds)
+    n_r = roofline._calibrate(run_r, min_seconds)
     rates, ratios = [], []
     for _ in range(rounds):
         start = time.perf_counter()

@@ -265,17 +265,22 @@ def _loop(body, x, xla):
     return run
 
 
-def _rate(run, work, min_seconds=0.2, rounds=5):
-    """Work per second of the fastest of `rounds` calls lasting at least
-    `min_seconds` (the best rate is the limit the machine reached)."""
+def _calibrate(run, min_seconds):
+    """Iterations per call for calls of at least `min_seconds`."""
     run(1)
     n = 1
     while True:
         start = time.perf_counter()
         run(n)
         if time.perf_counter() - start >= min_seconds or n >= 1 << 20:
-            break
+            return n
         n *= 2
+
+
+def _rate(run, work, min_seconds=0.2, rounds=5):
+    """Work per second of the fastest of `rounds` calls lasting at least
+    `min_seconds` (the best rate is the limit the machine reached)."""
+    n = _calibrate(run, min_seconds)
     best = math.inf
     for _ in range(rounds):
         start = time.perf_counter()

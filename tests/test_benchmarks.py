@@ -152,20 +152,27 @@ def test_unknown_group_is_an_error(tmp_path):
         bench.main(["--groups", "nope", "--out", str(tmp_path / "r.json")])
 
 
+def _run_file(results):
+    """A benchmark file as `bench` writes it, around `results`."""
+    return {
+        "machine": {
+            "device": "CPU",
+            "processor": "x",
+            "cpu_count": 1,
+            "keras": "3",
+            "date": "d",
+        },
+        "repeats": 1,
+        "min_call_seconds": 0.0,
+        "processes": 1,
+        "results": results,
+    }
+
+
 def test_missed_targets_carry_the_reason_found_for_them(tmp_path):
     def run(rows):
-        return {
-            "machine": {
-                "device": "CPU",
-                "processor": "x",
-                "cpu_count": 1,
-                "keras": "3",
-                "date": "d",
-            },
-            "repeats": 1,
-            "min_call_seconds": 0.0,
-            "processes": 1,
-            "results": [
+        return _run_file(
+            [
                 {
                     "group": group,
                     "name": name,
@@ -175,8 +182,8 @@ def test_missed_targets_carry_the_reason_found_for_them(tmp_path):
                     "ratio": ms,
                 }
                 for group, name, ms in rows
-            ],
-        }
+            ]
+        )
 
     group = "weight_dense_large"
     rows = [(group, "plain", 1.0), (group, "orth_newton", 50.0)]
@@ -291,18 +298,8 @@ def test_whitening_misses_are_explained_by_the_measured_product_rate(
             **counts,
         }
 
-    run = {
-        "machine": {
-            "device": "CPU",
-            "processor": "x",
-            "cpu_count": 1,
-            "keras": "3",
-            "date": "d",
-        },
-        "repeats": 1,
-        "min_call_seconds": 0.0,
-        "processes": 1,
-        "results": [
+    run = _run_file(
+        [
             row(
                 "keras_bn",
                 0.5,
@@ -319,8 +316,8 @@ def test_whitening_misses_are_explained_by_the_measured_product_rate(
                 floor_ms=0.5,
                 over_floor=8.0,
             ),
-        ],
-    }
+        ]
+    )
     (tmp_path / "jax.json").write_text(json.dumps(run))
     thin = {"conv tensor (4 groups of 8192 rows)": {"of_large": 0.25}}
     (tmp_path / "probes.json").write_text(
