@@ -291,6 +291,44 @@ def test_a_smaller_last_group_is_whitened_on_its_own(layer_cls, shape):
 
 
 @pytest.mark.parametrize("layer_cls", LAYERS)
+@pytest.mark.parametrize("channels", [24, 71])
+def test_few_and_many_groups_match_the_paper_and_finite_differences(
+    layer_cls, channels
+):
+    """Groups of 2: 12 groups (each group's product on its own columns)
+    and 35 groups plus a last group of 1 (one batched product over the
+    groups); both match the paper's equations and finite differences."""
+    layer = layer_cls(group_size=2, momentum=0.5)
+    x = _batch((48, channels), seed=3)
+    full = channels // 2 * 2
+    expected, _, phi = oracles.whiten(
+        x[:, :full], 2, 1e-5, _matrix_fn(layer_cls)
+    )
+    parts = [expected]
+    if full < channels:
+        parts.append(
+            oracles.whiten(x[:, full:], 1, 1e-5, _matrix_fn(layer_cls))[0]
+        )
+    np.testing.assert_allclose(
+        _np(layer(x, training=True)),
+        np.concatenate(parts, axis=-1),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        _np(layer.moving_whitening),
+        0.5 * np.eye(2) + 0.5 * phi,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    layer64 = layer_cls(group_size=2, dtype="float64")
+    x64 = _batch((6, channels), seed=4).astype("float64")
+    layer64(x64, training=False)
+    layer64.gamma.assign(np.linspace(0.5, 1.5, channels))
+    check_gradients(layer64, x64)
+
+
+@pytest.mark.parametrize("layer_cls", LAYERS)
 def test_harness_with_a_smaller_last_group(layer_cls, tmp_path):
     check_layer(
         layer_cls,
