@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install book test lint format lab clean lock browser bench
+.PHONY: install book test lint format lab clean lock browser bench \
+	bench-authors
 
 $(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py \
 		book/jupyterlab_overrides.json
@@ -75,6 +76,16 @@ bench: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m benchmarks.probes --out $(RESULTS)/probes.json
 	$(BIN)/python -m benchmarks.report $(RESULTS)
 	$(BIN)/python -m benchmarks.distributed --out $(RESULTS)/distributed.json
+
+## Our IterNorm beside the authors' PyTorch IterNorm (benchmarks/authors.py
+## says where their file comes from): make bench-authors THEIRS=path.
+bench-authors: $(STAMP)
+	$(PIP_INSTALL) -c constraints.txt -e ".[authors]"
+	KERAS_BACKEND=jax $(BIN)/python -m benchmarks.authors \
+		--theirs $(THEIRS) --out $(RESULTS)/authors.json
+	KERAS_BACKEND=tensorflow $(BIN)/python -m benchmarks.authors \
+		--theirs $(THEIRS) --out $(RESULTS)/authors.json
+	$(BIN)/python -m benchmarks.report $(RESULTS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
