@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from normbook.applications import ManyRuns  # noqa: E402,F401
-from normbook.claims import ClaimError, checked, claim, spread  # noqa: E402,F401
+from normbook.claims import ClaimError, checked, claim, seeds, spread  # noqa: E402,F401
 from normbook.data import digits, mnist1d  # noqa: E402,F401
 from normbook.numerics import condition_number  # noqa: E402,F401
 from normbook.plots import band, plot_curves  # noqa: E402,F401
