@@ -415,3 +415,51 @@ def test_the_floor_is_the_larger_of_the_two_bounds():
     limits = roofline.Limits(xla=True, flops_per_s=1e9, bytes_per_s=1e9)
     assert limits.floor(2e9, 1e9, 10) == pytest.approx(2.0)
     assert limits.floor(1e9, 3e9, 10) == pytest.approx(3.0)
+
+
+def test_report_puts_ours_beside_the_authors_iternorm(tmp_path):
+    from benchmarks import authors
+
+    def rows(group, ms):
+        return [
+            {
+                "group": group,
+                "name": name,
+                "input_shape": [8, 64],
+                "median_ms": float(sum(t) / len(t)),
+                "samples_ms": list(t),
+            }
+            for name, t in ms.items()
+        ]
+
+    ahead = {"keras_bn": (1, 1), "ours": (3, 5), "torch_bn": (2, 2)}
+    behind = dict(ahead, ours=(6, 6))
+    results = rows("(8, 64) group 4", dict(ahead, theirs=(4, 5)))
+    results += rows("(8, 64) group 8", dict(behind, theirs=(4, 5)))
+    machine = {"processor": "x", "cpu_count": 2, "date": "d"}
+    payload = {
+        "jax": {
+            "machine": machine,
+            "torch": "t",
+            "torch_threads": 2,
+            "theirs_sha256": "0" * 64,
+            "T": 5,
+            "summary": authors.summarize(results),
+            "results": results,
+        }
+    }
+    (tmp_path / "authors.json").write_text(json.dumps(payload))
+    (tmp_path / "jax.json").write_text(json.dumps(_run_file([])))
+    report.main([str(tmp_path)])
+    targets = json.loads((tmp_path / "results.json").read_text())["targets"]
+    by_name = {t["target"]: t for t in targets if t["run"] == "authors/jax"}
+    first = by_name["IterNorm ≤ 1× the authors' ((8, 64) group 4)"]
+    # Per-round ratios: 3/4 and 5/5.
+    assert first["met"] and first["range"] == [0.75, 1.0]
+    second = by_name["IterNorm ≤ 1× the authors' ((8, 64) group 8)"]
+    # The median of the per-round ratios 6/4 and 6/5.
+    assert not second["met"] and second["value"] == pytest.approx(1.35)
+    assert "Keras BN itself takes 1.00 ms" in second["why"]
+    text = (tmp_path / "results.md").read_text()
+    assert "## Beside the authors' IterNorm (PyTorch)" in text
+    assert "| (8, 64) group 8 | 6.00 | 4.50 |" in text
