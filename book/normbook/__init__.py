@@ -33,7 +33,7 @@ from normbook.applications import ManyRuns  # noqa: E402,F401
 from normbook.claims import ClaimError, checked, claim, seeds, spread  # noqa: E402,F401
 from normbook.data import digits, mnist1d  # noqa: E402,F401
 from normbook.numerics import condition_number  # noqa: E402,F401
-from normbook.plots import band, plot_curves  # noqa: E402,F401
+from normbook.plots import band, min_max, plot_curves  # noqa: E402,F401
 from normbook.sliders import (  # noqa: E402,F401
     SliderFigure,
     figure_png,

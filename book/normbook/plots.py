@@ -19,6 +19,22 @@ def band(ax, x, runs, label: str = "", color=None, **kwargs):
     return line
 
 
+def min_max(groups):
+    """Means and min–max whiskers of several groups of runs, for
+    ``ax.bar(..., yerr=...)`` or ``ax.errorbar``.
+
+    Returns ``(means, [below, above])``. When every run of a group agrees,
+    the mean can differ from the min or max in the last bit, in either
+    direction; the whiskers are clipped at 0 so matplotlib never sees a
+    negative length (it raises on one).
+    """
+    groups = [np.asarray(g, dtype=float) for g in groups]
+    means = np.array([g.mean() for g in groups])
+    below = np.maximum(means - [g.min() for g in groups], 0)
+    above = np.maximum(np.array([g.max() for g in groups]) - means, 0)
+    return means, [below, above]
+
+
 def plot_curves(results, key: str = "loss", ax=None, title: str = ""):
     """One band per entry of :func:`normbook.compare`'s results: the mean
     over seeds and their range, per epoch."""
