@@ -51,7 +51,7 @@ def run_chapter(chapter: str, offset: int, workdir: Path) -> list[dict]:
     )
     ipython = Path(sys.executable).with_name("ipython")
     done = subprocess.run(
-        [str(ipython), str(script)],
+        [str(ipython), "--colors=NoColor", str(script)],
         cwd=BOOK,
         env=env,
         capture_output=True,
@@ -63,7 +63,9 @@ def run_chapter(chapter: str, offset: int, workdir: Path) -> list[dict]:
         else []
     )
     if done.returncode != 0 or "Traceback" in done.stdout:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        # IPython prints the traceback to stdout; stderr holds the backends'
+        # start-up logs, which say nothing about the crash.
+        tail = (done.stdout.strip() or done.stderr.strip()).splitlines()[-3:]
         records.append(
             {
                 "statement": "(the chapter crashed)",

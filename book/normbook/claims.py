@@ -88,7 +88,7 @@ def claim(
         record = {"statement": statement, "evidence": evidence, "holds": holds}
         with open(survey, "a", encoding="utf-8") as log:
             log.write(json.dumps(record, ensure_ascii=False) + "\n")
-        print(f"{'checked' if record['holds'] else 'FAILS'}: {text}")
+        print(f"{'checked' if holds else 'FAILS'}: {text}")
         return
     if not bool(condition):
         if key is not None:
