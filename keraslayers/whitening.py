@@ -69,6 +69,27 @@ class _Groups:
             axis=-1,
         )
 
+    @staticmethod
+    def sum_of_times(terms):
+        """(n, groups · m): Σ_k of `terms`' (groups_k, mats_k) products
+        A_k·M_k, summed group by group and concatenated once (a row-vector
+        term, one row, broadcasts over the n rows). One pass writes the
+        result where adding concatenated products wrote each of them first
+        (measured on JAX, whitening's backward on (8192, 64) in groups of
+        16: 1.8 against 2.2 ms per forward and backward)."""
+        first = terms[0][0]
+        if first.slices is None:
+            out = sum(ops.matmul(g.batched, mats) for g, mats in terms)
+            out = ops.transpose(out, (1, 0, 2))
+            return ops.reshape(out, (-1, first.groups * first.size))
+        return ops.concatenate(
+            [
+                sum(ops.matmul(g.slices[i], mats[i]) for g, mats in terms)
+                for i in range(first.groups)
+            ],
+            axis=-1,
+        )
+
 
 class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
     """Shared machinery: grouping, centering, covariance, running
@@ -212,10 +233,11 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         if training:
             context = _utils.replica_context(self)
             if weights is None and context is None:
-                # The common case, with a hand-written backward pass.
+                # The common case, with a hand-written backward pass (γ
+                # applied inside it).
                 y, mean, phis, count = self._whiten_batch(flat)
                 self._update_moving(mean, phis, count)
-                return self._finish(y, moved_shape)
+                return self._finish(y, moved_shape, scaled=True)
             else:
                 # Only the unmasked rows enter the mean and the covariance;
                 # under a synchronized strategy, the rows of all replicas
@@ -263,9 +285,9 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
             axis=-1,
         )
 
-    def _finish(self, y, moved_shape):
+    def _finish(self, y, moved_shape, scaled=False):
         dtype = y.dtype
-        if self.scale:
+        if self.scale and not scaled:
             y = y * ops.cast(self.gamma, dtype)
         if self.center:
             y = y + ops.cast(self.beta, dtype)
@@ -299,35 +321,56 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
 
     def _whiten_batch(self, flat):
         """Training-mode whitening of the (n, channels) rows of an unmasked
-        batch on one replica: `(ŷ, μ, [Φ per part], n)`, ŷ before γ, β.
+        batch on one replica: `(γ ŷ, μ, [Φ per part], n)`, before β.
 
         The backward pass is written out instead of derived by automatic
-        differentiation: with X_c the centered rows of a group, ŷ = X_c Φᵀ
-        and Σ = X_cᵀ X_c / n + εI,
+        differentiation: with X_c the centered rows of a group, Φ' = diag(γ)
+        Φ (γ scales the rows of Φ, so the affine scale costs no pass over
+        the tensor), y = X_c Φ'ᵀ and Σ = X_cᵀ X_c / n + εI,
 
-            ∂L/∂Φ = Ḡᵀ X_c  (Ḡ = ∂L/∂ŷ),   ∂L/∂Σ from Φ's own backward,
-            ∂L/∂x = Ḡ Φ + X_c A − mean_rows(Ḡ) Φ,  A = (∂L/∂Σ + ∂L/∂Σᵀ)/n,
+            ∂L/∂Φ' = Ḡᵀ X_c  (Ḡ = ∂L/∂y),  ∂L/∂γ = rowsum(∂L/∂Φ' ⊙ Φ),
+            ∂L/∂Φ = diag(γ) ∂L/∂Φ',  ∂L/∂Σ from Φ's own backward,
+            ∂L/∂x = Ḡ Φ' + X_c A − mean_rows(Ḡ) Φ',  A = (∂L/∂Σ + ∂L/∂Σᵀ)/n,
 
-        (the centering's gradient subtracts the row mean; X_c A has none),
-        which takes two n-row matrix products forward and two backward,
-        where the derived backward took four and more transposes (measured
-        in benchmarks/results)."""
+        (the centering's gradient subtracts the row mean of Ḡ Φ'; X_c A has
+        none), which takes two n-row matrix products forward and two
+        backward, where the derived backward took four and more transposes
+        (measured in benchmarks/results). Measured on JAX, the layer's
+        forward and backward on (8192, 64) in groups of 16: 2.0 ms with γ in
+        Φ' and mean_rows(Ḡ) Φ' as one row, against 2.7 ms with γ applied to
+        the output and a centered copy of Ḡ."""
         dtype = flat.dtype
         count = ops.cast(ops.shape(flat)[0], dtype)
         rows = ops.maximum(count, 1.0)
+        if self.scale:
+            gamma = ops.cast(self.gamma, dtype)
+        else:
+            gamma = ops.ones((self._channels,), dtype)
+
+        def split(vector):
+            # γ's entries per part, as (groups, m, 1) columns.
+            full = self._groups * self._size
+            out = [ops.reshape(vector[:full], (self._groups, self._size, 1))]
+            if self._last:
+                out.append(ops.reshape(vector[full:], (1, self._last, 1)))
+            return out
+
+        def join(columns):
+            return ops.concatenate([ops.reshape(c, (-1,)) for c in columns], 0)
 
         @ops.custom_gradient
-        def whiten(flat):
+        def whiten(flat, gamma):
             mean = _utils.mean(flat, [0])
             parts = self._parts(flat - mean)
-            phis, backwards = [], []
-            for c in parts:
+            phis, scaled, backwards = [], [], []
+            for c, g in zip(parts, split(gamma), strict=True):
                 sigma = c.gram(c) / rows
                 sigma = sigma + self.epsilon * ops.eye(c.size, dtype=dtype)
                 phi, backward = self.whitening_matrix_vjp(sigma)
                 phis.append(phi)
+                scaled.append(g * phi)
                 backwards.append(backward)
-            y = self._apply(parts, phis)
+            y = self._apply(parts, scaled)
 
             def grad(*args, upstream=None):
                 if upstream is None:
@@ -337,24 +380,48 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
                     if isinstance(upstream, (tuple, list))
                     else (upstream)
                 )
-                # The centering's gradient subtracts the row mean of Ḡ (on
-                # the whole tensor, before the split); X_c A has none.
-                d_mean = d_y - _utils.mean(d_y, [0])
-                d_sigmas = []
-                for c, backward, g in zip(
-                    parts, backwards, self._parts(d_y), strict=True
+                d_sigmas, d_gammas = [], []
+                for c, backward, d, g, phi in zip(
+                    parts,
+                    backwards,
+                    self._parts(d_y),
+                    split(gamma),
+                    phis,
+                    strict=True,
                 ):
-                    d_sigma = backward(g.gram(c))
+                    d_scaled = d.gram(c)
+                    d_gammas.append(
+                        ops.sum(d_scaled * phi, axis=-1, keepdims=True)
+                    )
+                    d_sigma = backward(g * d_scaled)
                     d_sigmas.append(
                         (d_sigma + ops.transpose(d_sigma, (0, 2, 1))) / rows
                     )
-                return self._apply(
-                    self._parts(d_mean), phis, transpose=False
-                ) + self._apply(parts, d_sigmas, transpose=False)
+                # The centering's gradient subtracts the row mean of Ḡ Φ',
+                # which is mean_rows(Ḡ) Φ': one row through the products,
+                # not a centered copy of Ḡ. X_c A has no row mean.
+                negative_mean = self._parts(-_utils.mean(d_y, [0], True))
+                d_flat = ops.concatenate(
+                    [
+                        _Groups.sum_of_times(
+                            [(d, phi), (c, d_sigma), (d_mean, phi)]
+                        )
+                        for d, c, d_mean, phi, d_sigma in zip(
+                            self._parts(d_y),
+                            parts,
+                            negative_mean,
+                            scaled,
+                            d_sigmas,
+                            strict=True,
+                        )
+                    ],
+                    axis=-1,
+                )
+                return d_flat, join(d_gammas)
 
             return (y, mean, *phis), grad
 
-        y, mean, *phis = whiten(flat)
+        y, mean, *phis = whiten(flat, gamma)
         return y, mean, phis, count
 
     def compute_output_shape(self, input_shape):
