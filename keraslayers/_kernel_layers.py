@@ -269,11 +269,41 @@ class ReparameterizedDense(_ReparameterizedKernel):
         )
 
     def call(self, inputs, training=None):
-        kernel = ops.cast(self.kernel, self.compute_dtype)
-        outputs = ops.matmul(inputs, kernel)
+        unit_factors = getattr(self, "_unit_factors", None)
+        if unit_factors is not None and self.compute_dtype == self.dtype:
+            outputs = self._per_unit_outputs(inputs, unit_factors)
+        else:
+            kernel = ops.cast(self.kernel, self.compute_dtype)
+            outputs = ops.matmul(inputs, kernel)
         if self.bias is not None:
             outputs = outputs + ops.cast(self.effective_bias, outputs.dtype)
         return self._finish(outputs)
+
+    def _per_unit_outputs(self, inputs, unit_factors):
+        """x·W for the per-unit families without forming W.
+
+        Their W is V, centered or not over each unit's fan-in, times one
+        factor per unit: W = C·V·diag(f), with C = I − 11ᵀ/fan_in for a
+        centered family. So x·W = ((x·C)·V)·diag(f): the factors scale the
+        outputs, and centering V's columns is centering x's rows, an
+        activation-sized pass where W was a kernel-sized copy made forward
+        and differentiated backward (measured, one Dense 512 → 512 step at
+        batch 128, layer alone, ratio to the plain Dense: CWN 1.58 → 1.26
+        on JAX, 1.41 → 1.10 on TensorFlow + XLA; WN 1.30 → 1.24, 1.26 →
+        1.18; benchmarks/results). The gradients are the same functions:
+        x·C's rows have zero sum, so ∂L/∂V = (x·C)ᵀ·(∂L/∂y·diag(f)) is
+        already centered per unit, as C·(∂L/∂W) is.
+
+        Used when the layer computes in its variables' dtype. Under mixed
+        precision the kernel path stays: there W is normalized in float32
+        and rounded once, where this form would round V and x·C.
+        """
+        v = self._math(self._kernel)
+        factors, centered = unit_factors(v, 0)
+        if centered:
+            inputs = inputs - _utils.mean(inputs, [-1], keepdims=True)
+        factors = ops.reshape(factors, (-1,))
+        return ops.matmul(inputs, v) * ops.cast(factors, inputs.dtype)
 
     def _unit_outputs(self, inputs, u):
         t = ops.matmul(self._math(inputs), ops.transpose(u))

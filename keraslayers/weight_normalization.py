@@ -110,13 +110,18 @@ class _WeightNormMixin:
     # `_ReparameterizedKernel.kernel`).
     _columnwise = True
 
+    def _unit_factors(self, v, fan_axis=1):
+        """W = V·diag(g/‖v‖) per unit: the factors (shaped to broadcast
+        over V), and False for "V is not centered"."""
+        g = ops.expand_dims(self.effective_g, fan_axis)
+        return g / _row_norm(v, self.epsilon, fan_axis), False
+
     def _reparameterize(self, v, fan_axis=1):
         # One kernel-sized product with a per-unit factor, not a product
         # and a division: the backward pass then has one kernel-sized
         # product less (measured in a JAX step, Dense 256 → 256 at batch
         # 128: see benchmarks/results).
-        g = ops.expand_dims(self.effective_g, fan_axis)
-        return v * (g / _row_norm(v, self.epsilon, fan_axis))
+        return v * self._unit_factors(v, fan_axis)[0]
 
     def _data_dependent_init(self, inputs):
         """On the first training batch: g ← 1/σ[t], b ← −μ[t]/σ[t] for
@@ -291,14 +296,20 @@ class _CenteredMixin(ScaleMixin):
 
     _columnwise = True
 
-    def _reparameterize(self, v, fan_axis=1):
+    def _unit_factors(self, v, fan_axis=1):
+        """W = (V − mean)·diag(s/‖V − mean‖) per unit: the factors, and
+        True for "V is centered"."""
         mu = _utils.mean(v, [fan_axis], keepdims=True)
         # ‖z‖ reads the mean through stop_gradient: ∂‖z‖²/∂μ = −2·Σz = 0,
         # so the gradient is the same with one reduction less backward (as
-        # in `_utils.moments`); and, as in WN, one kernel-sized product
-        # with a per-unit factor.
+        # in `_utils.moments`).
         norm = _row_norm(v - ops.stop_gradient(mu), self.epsilon, fan_axis)
-        return (v - mu) * (self._unit_scale(fan_axis) / norm)
+        return self._unit_scale(fan_axis) / norm, True
+
+    def _reparameterize(self, v, fan_axis=1):
+        # As in WN, one kernel-sized product with a per-unit factor.
+        mu = _utils.mean(v, [fan_axis], keepdims=True)
+        return (v - mu) * self._unit_factors(v, fan_axis)[0]
 
     def _centered_config(self):
         return {**self._scale_config(), "epsilon": self.epsilon}

@@ -39,16 +39,22 @@ class _StandardizedMixin:
     # `_ReparameterizedKernel.kernel`).
     _columnwise = True
 
-    def _reparameterize(self, v, fan_axis=1):
-        mean, var = _utils.moments(v, [fan_axis])
-        mean = ops.expand_dims(mean, fan_axis)
+    def _unit_factors(self, v, fan_axis=1):
+        """W = (V − mean)·diag(f) per unit, f = 1/√(var + ε) (or the
+        scaled form's gain/√max(fan_in·var, ε)): the factors, and True for
+        "V is centered"."""
+        _, var = _utils.moments(v, [fan_axis])
         var = ops.expand_dims(var, fan_axis)
         if not self.scaled:
-            return (v - mean) * ops.rsqrt(var + self.epsilon)
+            return ops.rsqrt(var + self.epsilon), True
         fan_in = v.shape[fan_axis]
         scale = ops.rsqrt(ops.maximum(var * fan_in, self.epsilon))
         gain = ops.expand_dims(self._math(self.gain), fan_axis)
-        return (v - mean) * (gain * scale)
+        return gain * scale, True
+
+    def _reparameterize(self, v, fan_axis=1):
+        mean = _utils.mean(v, [fan_axis], keepdims=True)
+        return (v - mean) * self._unit_factors(v, fan_axis)[0]
 
     def _standardized_config(self):
         return {"scaled": self.scaled, "epsilon": self.epsilon}

@@ -9,6 +9,7 @@ from keraslayers import (
     CenteredWeightNormDense,
     WeightNormConv2D,
     WeightNormDense,
+    WeightStandardizedDense,
 )
 
 from .gradcheck import check_gradients
@@ -269,3 +270,41 @@ def test_rejects_bad_arguments(cls, kwargs, arg):
 def test_data_init_needs_a_bias():
     with pytest.raises(ValueError, match=r"WeightNormDense.*use_bias=False"):
         WeightNormDense(3, data_init=True, use_bias=False).build((None, 2))
+
+
+@pytest.mark.parametrize(
+    "cls", [WeightNormDense, CenteredWeightNormDense, WeightStandardizedDense]
+)
+@pytest.mark.parametrize("mean_over_std", [0.0, 100.0])
+def test_dense_output_as_accurate_as_the_kernel_product(cls, mean_over_std):
+    # The per-unit Dense layers scale (and, centered, center the input of)
+    # x·V instead of forming W. On a kernel whose units' mean is far from
+    # zero, and inputs with an offset (post-ReLU-like), that must lose no
+    # more than x·W with W formed in float32 does, against float64 math.
+    rng = np.random.default_rng(0)
+    fan_in, units = 256, 64
+    x = (rng.normal(size=(32, fan_in)) + 1.0).astype("float32")
+    layer = cls(units, use_bias=False, dtype="float32")
+    layer.build((None, fan_in))
+    v = 0.05 * (rng.normal(size=(fan_in, units)) + mean_over_std)
+    layer.trainable_variables[0].assign(v.astype("float32"))
+    rows = _rows(layer)  # W as the kernel path forms it, in float32
+    v64 = v.astype("float32").astype(np.float64)
+    centered = v64 - v64.mean(0) if cls is not WeightNormDense else v64
+    if cls is WeightStandardizedDense:
+        w = centered / np.sqrt((centered**2).mean(0) + layer.epsilon)
+    else:
+        scale = (
+            layer.scale
+            if cls is CenteredWeightNormDense
+            else keras.ops.convert_to_numpy(layer.g).astype(np.float64)
+        )
+        w = centered * (scale / np.sqrt((centered**2).sum(0) + layer.epsilon))
+    reference = x.astype(np.float64) @ w
+    size = np.abs(reference).max()
+    ours = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
+    kernel_path = (x @ rows.T.astype(np.float32)).astype(np.float64)
+    ours_error = np.abs(ours - reference).max() / size
+    kernel_error = np.abs(kernel_path - reference).max() / size
+    assert kernel_error < 1e-3  # the yardstick itself is float32-accurate
+    assert ours_error <= 2 * kernel_error + 1e-6, (ours_error, kernel_error)
