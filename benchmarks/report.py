@@ -317,17 +317,6 @@ REASONS = [
         "point to the Newton forms, which are fast under XLA.",
     ),
     (
-        r"Orthogonal newton ≤ 1\.3× plain \(dense, large\)",
-        "Inherent to one 512-row group at batch 128: the Newton iteration "
-        "costs 3T−3 = 12 products of 512×512 matrices per step (and their "
-        "backward), whatever the batch, against the layer's three "
-        "128×512×512 products. Groups of 64 (orth_newton_g64) make those "
-        "products (512/64)² = 64 times cheaper and S = ZZᵀ and W = BZ 8 "
-        "times (measured: 68× → 10.7× on TensorFlow + XLA); a larger "
-        "batch or a convolution (the conv target is met with XLA and on "
-        "JAX) amortizes the rest.",
-    ),
-    (
         r"Orthogonal newton ≤ 0\.5× eigh|IterNorm \(T=5\) ≤ 0\.5× DBN",
         "On a CPU, LAPACK's eigendecomposition is fast (forward, one "
         "float32 matrix: 0.5 ms at 64, 1.1 ms at 128, 27 ms at 512) and "
@@ -524,24 +513,65 @@ def _weight_norm(match, check, runs, probes):
     extra = row["median_ms"] - plain["median_ms"]
     own = row["kernel_side"]["floor_ms"]
     return (
-        "WN's kernel side (w = g·v/‖v‖ per output unit, forward, backward "
-        "and the update"
+        "The Dense layer does not form W: the per-unit factors scale the "
+        "outputs"
         + (
-            f"; {name.upper()} adds a centering: one more reduction and "
-            "pass each way"
+            ", and centering each unit's weights is centering each input row"
             if name != "wn"
             else ""
         )
-        + "), timed alone on a "
-        f"{width} × {width} kernel (probes), runs at "
-        f"{side[key]['over_floor']:.1f}× its own floor (its passes over "
-        "the kernel at the measured bandwidth); inside the step, "
-        f"{name.upper()} adds {extra / own:.1f}× that floor to the plain "
-        "step. The kernel side can run near its floor; the remainder is "
-        "how the compiled step is scheduled around it (the plain step "
-        "hands dW to the update directly, here dW goes through the "
-        "reparameterization's backward first), which the probes do not "
-        "break down further."
+        + ". What it adds to the plain step is kernel-side work in small "
+        "pieces: the per-unit statistics of V"
+        + (
+            " (a mean, then a centered copy of V that the compiler writes "
+            "out to reduce it)"
+            if name != "wn"
+            else " (its norms)"
+        )
+        + ", the factors applied to the outputs and to ∂L/∂y, the "
+        "reduction for the factors' gradient, and V's share of ∂L/∂V "
+        f"fused into the update. Here that is {extra:.3f} ms over the "
+        f"plain step's {plain['median_ms']:.3f} ms, {extra / own:.1f}× the "
+        "kernel side's own floor (its passes over the kernel at the "
+        "measured bandwidth); the kernel side alone, timed on a "
+        f"{width} × {width} kernel (probes, W formed), runs at "
+        f"{side[key]['over_floor']:.1f}× that floor"
+        + (
+            ". The excess is in how XLA:CPU runs the per-unit reductions: "
+            "it hands them to YNNPACK, at about 20 µs a call here. "
+            "Measured on JAX at 256 wide "
+            "(2026-12-05, this layer's step alone in a 1000-step loop, "
+            "twice): with the default fusions CWN costs 1.45–1.52× the "
+            "plain step and WN 1.19–1.33×, the compiled CWN step holding "
+            "5 YNNPACK reductions to the plain step's 2 (WS's are CWN's); "
+            "with an XLA flag "
+            "that empties the list of YNNPACK fusion types, 1.22–1.26× and "
+            "1.15–1.16×"
+            if run == "jax"
+            else ""
+        )
+        + "."
+    )
+
+
+def _oni_groups(match, check, runs, probes):
+    run = check["run"]
+    one = _row(runs, run, "weight_dense_large", "orth_newton")
+    grouped = _row(runs, run, "weight_dense_large", "orth_newton_g64")
+    measured = (
+        f" (in this run: {one['ratio']:.1f}× → {grouped['ratio']:.1f}× the "
+        "plain step)"
+        if one and grouped
+        else ""
+    )
+    return (
+        "Inherent to one 512-row group at batch 128: the Newton iteration "
+        "costs 3T−3 = 12 products of 512×512 matrices per step (and their "
+        "backward), whatever the batch, against the layer's three "
+        "128×512×512 products. Groups of 64 (orth_newton_g64) make those "
+        "products (512/64)² = 64 times cheaper and S = ZZᵀ and W = BZ 8 "
+        f"times{measured}; a larger batch or a convolution (the conv "
+        "target is met with XLA and on JAX) amortizes the rest."
     )
 
 
@@ -618,6 +648,7 @@ def _xla_gain(match, check, runs, probes):
 
 
 COMPUTED_REASONS = [
+    (r"Orthogonal newton ≤ 1\.3× plain \(dense, large\)", _oni_groups),
     (
         r"(?P<name>dbn16|iternorm16) ≤ 3× its floor \((?P<shape>\w+)\)",
         _whitening_floor,
