@@ -6,7 +6,10 @@ Conv2D) and computes the effective kernel W from it at every call, the way
 Keras's `Dense` exposes `kernel` as a property over `_kernel`. Subclasses
 implement `_reparameterize(v)` on the (units, fan_in) matrix view V of the
 kernel (one row per output unit, the papers' notation), in float32 (or
-float64 for a float64 layer) whatever the compute dtype.
+float64 for a float64 layer) whatever the compute dtype. The per-unit
+families (WN, CWN, WS) also provide `_unit_factors(v)`, with which the
+Dense layer computes its outputs without forming W at all (see
+`ReparameterizedDense._per_unit_outputs`); `kernel` still gives W.
 
 The family mixins (in weight_normalization.py, orthogonal.py,
 weight_standardization.py) need only what both hosts provide: these layers
