@@ -752,6 +752,10 @@ def markdown(
             + f", {m['date']}; each comparison in {run['processes']} "
             f"fresh process(es) of {run['repeats']} interleaved rounds, "
             f"calls of ≥ {run['min_call_seconds']} s"
+            + "".join(
+                f"; re-measured {u['date']}: {', '.join(u['groups'])}"
+                for u in run.get("updates", [])
+            )
         )
     lines += [
         "",

@@ -201,6 +201,26 @@ def test_missed_targets_carry_the_reason_found_for_them(tmp_path):
     assert "## Why the misses" in text and "not explained yet" in text
 
 
+def test_report_header_names_the_groups_measured_again(tmp_path):
+    rows = [
+        {
+            "group": "weight_dense_large",
+            "name": name,
+            "input_shape": [1],
+            "baseline": "plain",
+            "median_ms": 1.0,
+            "ratio": 1.0,
+        }
+        for name in ("plain", "wn")
+    ]
+    data = _run_file(rows)
+    data["updates"] = [{"date": "later", "groups": ["weight_dense_large"]}]
+    (tmp_path / "jax.json").write_text(json.dumps(data))
+    report.main([str(tmp_path)])
+    header = (tmp_path / "results.md").read_text().splitlines()[2]
+    assert header.endswith("; re-measured later: weight_dense_large")
+
+
 def test_update_replaces_only_the_groups_measured_again():
     machine = {"backend": "jax", "xla": True, "date": "new"}
 
