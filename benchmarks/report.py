@@ -401,13 +401,24 @@ def _whitening_floor(match, check, runs, probes):
     if _tensor(shape) not in probe or row is None:
         return None
     share = probe[_tensor(shape)]["of_large"]
-    small = probes[run].get("matrices", {}).get("16 x 16 product")
-    newton = (
-        f" (a 16 × 16 product alone runs at {small['of_large']:.0%} of the "
-        "large product's rate)"
-        if small
-        else ""
-    )
+    matrices = probes[run].get("matrices", {})
+    if name.startswith("dbn"):
+        # DBN inverts each group's Σ by an eigendecomposition.
+        eigh = matrices.get("eigh 16 x 16 (9 m^3)")
+        per_group = "eigendecompositions of 16 × 16 matrices" + (
+            f" (one alone, priced at 9m³ FLOPs, runs at "
+            f"{eigh['of_large']:.1%} of the large product's rate)"
+            if eigh
+            else ""
+        )
+    else:
+        small = matrices.get("16 x 16 product")
+        per_group = "Newton iterations on 16 × 16 matrices" + (
+            f" (a 16 × 16 product alone runs at {small['of_large']:.1%} of "
+            "the large product's rate)"
+            if small
+            else ""
+        )
     return (
         "The floor prices every FLOP at the rate of a 2048² product. "
         "Whitening's FLOPs are thin products, 16 columns per group "
@@ -415,8 +426,8 @@ def _whitening_floor(match, check, runs, probes):
         f"compiled loop on this tensor (benchmarks/probes.py), run at "
         f"{share:.0%} of that rate on {RUNS.get(run, run)}. At that rate "
         f"the step is {row['over_floor'] * share:.1f}× its floor: what is "
-        "left is the per-group Newton iterations on 16 × 16 matrices"
-        f"{newton}, the statistics' reductions and the elementwise passes."
+        f"left is the per-group {per_group}, the statistics' reductions "
+        "and the elementwise passes."
     )
 
 
