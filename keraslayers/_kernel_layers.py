@@ -44,6 +44,11 @@ def _pair(layer, arg, value) -> tuple[int, int]:
     return value
 
 
+def _owner(cls, name):
+    """The class in `cls`'s MRO that defines attribute `name`."""
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+
 def columnwise_kernel(reparameterize, v, fan_in, perm=None, inverse=None):
     """W from V for the per-unit families (WN, CWN, WS), computed on the
     (fan_in, units) view.
@@ -271,10 +276,23 @@ class ReparameterizedDense(_ReparameterizedKernel):
             min_ndim=2, axes={-1: input_shape[-1]}
         )
 
+    def _factored(self) -> bool:
+        """Whether `call` may use `_per_unit_outputs`: a per-unit family,
+        computing in its variables' dtype, whose W is exactly what its
+        `_unit_factors` describe. A subclass that overrides `kernel` (e.g.
+        to binarize W) or `_reparameterize` changes W, so it takes the
+        kernel path, which honours the override."""
+        cls = type(self)
+        return (
+            hasattr(cls, "_unit_factors")
+            and self.compute_dtype == self.dtype
+            and _owner(cls, "kernel") is _ReparameterizedKernel
+            and _owner(cls, "_reparameterize") is _owner(cls, "_unit_factors")
+        )
+
     def call(self, inputs, training=None):
-        unit_factors = getattr(self, "_unit_factors", None)
-        if unit_factors is not None and self.compute_dtype == self.dtype:
-            outputs = self._per_unit_outputs(inputs, unit_factors)
+        if self._factored():
+            outputs = self._per_unit_outputs(inputs, self._unit_factors)
         else:
             kernel = ops.cast(self.kernel, self.compute_dtype)
             outputs = ops.matmul(inputs, kernel)

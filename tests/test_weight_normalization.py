@@ -308,3 +308,30 @@ def test_dense_output_as_accurate_as_the_kernel_product(cls, mean_over_std):
     kernel_error = np.abs(kernel_path - reference).max() / size
     assert kernel_error < 1e-3  # the yardstick itself is float32-accurate
     assert ours_error <= 2 * kernel_error + 1e-6, (ours_error, kernel_error)
+
+
+class _DoubledKernel(WeightStandardizedDense):
+    """A user's subclass that changes W through the `kernel` property."""
+
+    @property
+    def kernel(self):
+        return 2.0 * super().kernel
+
+
+class _ClippedWeightNorm(WeightNormDense):
+    """A user's subclass that changes W through `_reparameterize`."""
+
+    def _reparameterize(self, v, fan_axis=1):
+        return keras.ops.clip(super()._reparameterize(v, fan_axis), -0.1, 0.1)
+
+
+@pytest.mark.parametrize("cls", [_DoubledKernel, _ClippedWeightNorm])
+def test_a_subclass_that_changes_the_kernel_is_honoured(cls):
+    # The per-unit Dense layers compute x·W without forming W; a subclass
+    # that overrides how W is formed (a binarized kernel, say) must still
+    # get x·W for its W.
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    layer = cls(4, use_bias=False)
+    y = keras.ops.convert_to_numpy(layer(x))
+    w = keras.ops.convert_to_numpy(layer.kernel)
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-6)
