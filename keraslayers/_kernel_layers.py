@@ -7,7 +7,9 @@ Keras's `Dense` exposes `kernel` as a property over `_kernel`. Subclasses
 implement `_reparameterize(v)` on the (units, fan_in) matrix view V of the
 kernel (one row per output unit, the papers' notation), in float32 (or
 float64 for a float64 layer) whatever the compute dtype. The per-unit
-families (WN, CWN, WS) also provide `_unit_factors(v)`, with which the
+families (WN, CWN, WS) also provide `_unit_factors(v)` (the per-unit
+factors f and the mean that W = (V − mean)·diag(f) subtracts, None for
+WN), with which the
 Dense layer computes its outputs without forming W at all (see
 `ReparameterizedDense._per_unit_outputs`); `kernel` still gives W.
 
@@ -292,7 +294,7 @@ class ReparameterizedDense(_ReparameterizedKernel):
 
     def call(self, inputs, training=None):
         if self._factored():
-            outputs = self._per_unit_outputs(inputs, self._unit_factors)
+            outputs = self._per_unit_outputs(inputs)
         else:
             kernel = ops.cast(self.kernel, self.compute_dtype)
             outputs = ops.matmul(inputs, kernel)
@@ -300,7 +302,7 @@ class ReparameterizedDense(_ReparameterizedKernel):
             outputs = outputs + ops.cast(self.effective_bias, outputs.dtype)
         return self._finish(outputs)
 
-    def _per_unit_outputs(self, inputs, unit_factors):
+    def _per_unit_outputs(self, inputs):
         """x·W for the per-unit families without forming W.
 
         Their W is V, centered or not over each unit's fan-in, times one
@@ -320,8 +322,8 @@ class ReparameterizedDense(_ReparameterizedKernel):
         and rounded once, where this form would round V and x·C.
         """
         v = self._math(self._kernel)
-        factors, centered = unit_factors(v, 0)
-        if centered:
+        factors, mean = self._unit_factors(v, 0)
+        if mean is not None:
             inputs = inputs - _utils.mean(inputs, [-1], keepdims=True)
         factors = ops.reshape(factors, (-1,))
         return ops.matmul(inputs, v) * ops.cast(factors, inputs.dtype)

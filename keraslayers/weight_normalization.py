@@ -112,9 +112,9 @@ class _WeightNormMixin:
 
     def _unit_factors(self, v, fan_axis=1):
         """W = V·diag(g/‖v‖) per unit: the factors (shaped to broadcast
-        over V), and False for "V is not centered"."""
+        over V), and None for "V is not centered"."""
         g = ops.expand_dims(self.effective_g, fan_axis)
-        return g / _row_norm(v, self.epsilon, fan_axis), False
+        return g / _row_norm(v, self.epsilon, fan_axis), None
 
     def _reparameterize(self, v, fan_axis=1):
         # One kernel-sized product with a per-unit factor, not a product
@@ -297,19 +297,19 @@ class _CenteredMixin(ScaleMixin):
     _columnwise = True
 
     def _unit_factors(self, v, fan_axis=1):
-        """W = (V − mean)·diag(s/‖V − mean‖) per unit: the factors, and
-        True for "V is centered"."""
+        """W = (V − mean)·diag(s/‖V − mean‖) per unit: the factors and
+        the mean."""
         mu = _utils.mean(v, [fan_axis], keepdims=True)
         # ‖z‖ reads the mean through stop_gradient: ∂‖z‖²/∂μ = −2·Σz = 0,
         # so the gradient is the same with one reduction less backward (as
         # in `_utils.moments`).
         norm = _row_norm(v - ops.stop_gradient(mu), self.epsilon, fan_axis)
-        return self._unit_scale(fan_axis) / norm, True
+        return self._unit_scale(fan_axis) / norm, mu
 
     def _reparameterize(self, v, fan_axis=1):
         # As in WN, one kernel-sized product with a per-unit factor.
-        mu = _utils.mean(v, [fan_axis], keepdims=True)
-        return (v - mu) * self._unit_factors(v, fan_axis)[0]
+        factors, mu = self._unit_factors(v, fan_axis)
+        return (v - mu) * factors
 
     def _centered_config(self):
         return {**self._scale_config(), "epsilon": self.epsilon}

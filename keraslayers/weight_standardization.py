@@ -41,20 +41,21 @@ class _StandardizedMixin:
 
     def _unit_factors(self, v, fan_axis=1):
         """W = (V − mean)·diag(f) per unit, f = 1/√(var + ε) (or the
-        scaled form's gain/√max(fan_in·var, ε)): the factors, and True for
-        "V is centered"."""
-        _, var = _utils.moments(v, [fan_axis])
+        scaled form's gain/√max(fan_in·var, ε)): the factors and the
+        mean."""
+        mean, var = _utils.moments(v, [fan_axis])
+        mean = ops.expand_dims(mean, fan_axis)
         var = ops.expand_dims(var, fan_axis)
         if not self.scaled:
-            return ops.rsqrt(var + self.epsilon), True
+            return ops.rsqrt(var + self.epsilon), mean
         fan_in = v.shape[fan_axis]
         scale = ops.rsqrt(ops.maximum(var * fan_in, self.epsilon))
         gain = ops.expand_dims(self._math(self.gain), fan_axis)
-        return gain * scale, True
+        return gain * scale, mean
 
     def _reparameterize(self, v, fan_axis=1):
-        mean = _utils.mean(v, [fan_axis], keepdims=True)
-        return (v - mean) * self._unit_factors(v, fan_axis)[0]
+        factors, mean = self._unit_factors(v, fan_axis)
+        return (v - mean) * factors
 
     def _standardized_config(self):
         return {"scaled": self.scaled, "epsilon": self.epsilon}
