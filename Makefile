@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 # TensorFlow's C++ start-up logs go to stderr, which the strict book build
 # treats as a warning in any cell that imports it.
 export TF_CPP_MIN_LOG_LEVEL := 2
+# The book's build is piped through tee: its status must survive the pipe.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install book test lint format lab clean lock browser bench \
-	bench-authors
+.PHONY: install book test test-jax test-tensorflow coverage lint format lab \
+	clean lock browser bench bench-authors
 
 $(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py \
 		book/jupyterlab_overrides.json
@@ -37,12 +40,18 @@ $(VENDOR): $(STAMP) tools/vendor_assets.py
 ## the chapters' small training steps about 3x faster than TensorFlow on a
 ## CPU, which is what lets every comparison afford several seeds.
 BOOK_BACKEND ?= jax
+BOOK_ENV := KERAS_BACKEND=$(BOOK_BACKEND) NORMBOOK_STATIC=1
 book: $(STAMP) $(VENDOR)
-	# The choosing chapter reads the records of claims the earlier chapters
-	# checked (_build/claims); chapters cached without their records re-run.
-	test -d _build/claims || rm -rf _build/.jupyter_cache
-	KERAS_BACKEND=$(BOOK_BACKEND) NORMBOOK_STATIC=1 $(BIN)/jupyter-book build --warningiserror --nitpick \
-		--keep-going .
+	# The chapters run two at a time into the build's jupyter-cache (the
+	# build alone runs them one after another); the chapter that quotes the
+	# others' claims runs last. The cache is also keyed on keraslayers,
+	# normbook and the backend, so changing them re-runs every chapter.
+	$(BOOK_ENV) $(BIN)/python tools/execute_chapters.py
+	$(BOOK_ENV) $(BIN)/jupyter-book build --warningiserror --nitpick \
+		--keep-going . 2>&1 | tee _build/book-build.log
+	# Executing here would mean myst-nb read a chapter's cells otherwise
+	# than tools/execute_chapters.py: correct, but one at a time again.
+	! grep "Executing notebook" _build/book-build.log
 	$(BIN)/python tools/book_timings.py
 
 lint: $(STAMP)
@@ -58,9 +67,39 @@ browser:
 	command -v chromium
 
 ## Everything CI checks: lint, the book build, the suite on both backends.
+## The two backends' suites run side by side, each on two pytest-xdist
+## workers (a test file stays on one worker, so a module's fixture is built
+## once): one process leaves the second core idle most of the time
+## (compiling a small step is single-threaded, and many tests wait on a
+## subprocess). Each suite's output is printed whole when it ends.
 test: lint book browser
-	KERAS_BACKEND=jax $(BIN)/python -m pytest tests --ignore=tests/site
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests
+	$(MAKE) --no-print-directory -j2 --output-sync=target \
+		test-jax test-tensorflow
+
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile \
+	--durations=20
+test-jax: $(STAMP)
+	mkdir -p _build/pytest
+	COVERAGE_FILE=_build/.coverage.jax KERAS_BACKEND=jax \
+		$(PYTEST) tests --ignore=tests/site \
+		--basetemp=_build/pytest/jax $(PYTEST_ARGS)
+
+test-tensorflow: $(STAMP)
+	mkdir -p _build/pytest
+	COVERAGE_FILE=_build/.coverage.tensorflow KERAS_BACKEND=tensorflow \
+		$(PYTEST) tests \
+		--basetemp=_build/pytest/tensorflow $(PYTEST_ARGS)
+
+## Line coverage of keraslayers/ and book/normbook/ by both suites (the
+## site tests need `make book` first); not part of `make test`.
+coverage: $(STAMP)
+	rm -f _build/.coverage*
+	$(MAKE) --no-print-directory -j2 --output-sync=target \
+		test-jax test-tensorflow PYTEST_ARGS="--cov=keraslayers \
+		--cov=book/normbook --cov-report="
+	$(BIN)/coverage combine --data-file=_build/.coverage \
+		_build/.coverage.jax _build/.coverage.tensorflow
+	$(BIN)/coverage report --data-file=_build/.coverage
 
 ## Side-by-side cost of every layer, on TF+XLA, TF without XLA and JAX;
 ## measures the rates the slow layers' operations reach (probes.json);

@@ -35,3 +35,30 @@ def _reset_keras_state():
     keras.utils.set_random_seed(1234)
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# Tests whose subject does not depend on the backend (argument validation,
+# the benchmark report's logic, the claims machinery, subprocesses that pick
+# their own backend) carry this marker and run in one backend's suite only:
+# `make test` runs the two suites side by side, and this one is the shorter
+# (the TensorFlow suite also checks the built site).
+RUNS_ONCE_ON = "jax"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "backend_independent: the test's subject is the same on every "
+        f"backend; it runs in the {RUNS_ONCE_ON} suite only",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if keras.backend.backend() == RUNS_ONCE_ON:
+        return
+    once = [
+        item for item in items if item.get_closest_marker("backend_independent")
+    ]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [i for i in items if i not in once]

@@ -11,12 +11,14 @@ test case (keras/src/testing/test_case.py), through the public API only:
    on JAX) that gives a finite loss and moves the trainable weights,
 5. a ``mixed_float16`` run: the output is float16, every float weight stays
    float32, and a compiled fit step still gives a finite loss,
-6. a ``.keras`` save / load round trip whose inference outputs are identical,
-   optionally also after loading in a fresh Python process.
+6. a ``.keras`` save / load round trip, of the model trained in 4, whose
+   inference outputs are identical, optionally also after loading in a
+   fresh Python process (one process per test run loads every such model).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -125,9 +127,11 @@ def check_layer(
             kwargs["dtype"] = dtype
         return layer_cls(**kwargs)
 
-    # 4. One compiled training step.
+    # 4. One compiled training step. The trained model is the one saved in
+    # 6 (compiling a step is most of a check's time).
+    trained = None
     if run_training_check:
-        _check_fit(factory, input_shape, None, name, training_steps)
+        trained = _check_fit(factory, input_shape, None, name, training_steps)
 
     # 5. Mixed precision: float16 compute, float32 weights.
     if run_mixed_precision_check:
@@ -152,6 +156,7 @@ def check_layer(
             input_shape,
             tmp_path,
             fresh_process=run_fresh_process_check,
+            trained=trained,
         )
 
 
@@ -181,31 +186,92 @@ def _check_fit(factory, input_shape, dtype, name, steps):
             not np.array_equal(b, a) for b, a in zip(before, after, strict=True)
         )
         assert moved, f"{name}: a fit step left every trainable weight as is"
+    return model
 
 
-_FRESH_PROCESS_SCRIPT = textwrap.dedent(
+# One Python process per test run loads every model saved by a fresh-process
+# check: it imports only Keras and keraslayers, so a model that loads there
+# needs nothing the test process registered or built. Starting it once
+# instead of once per check saves an interpreter start and a backend import
+# (several seconds each) per check.
+_LOADER_SCRIPT = textwrap.dedent(
     """
     import sys
+    import traceback
+
     import numpy as np
     import keras
     import keraslayers  # noqa: F401  (registers the serializable classes)
 
-    model = keras.saving.load_model(sys.argv[1])
-    x = np.load(sys.argv[2])
-    np.save(sys.argv[3], keras.ops.convert_to_numpy(model(x, training=False)))
+    # Replies go to the real stdout, marked; anything else printed goes to
+    # stderr.
+    replies, sys.stdout = sys.stdout, sys.stderr
+    for line in sys.stdin:
+        model_path, x_path, out_path = line.rstrip("\\n").split("\\t")
+        try:
+            model = keras.saving.load_model(model_path)
+            x = np.load(x_path)
+            out = keras.ops.convert_to_numpy(model(x, training=False))
+            np.save(out_path, out)
+            reply = "ok"
+        except Exception:
+            reply = "error " + traceback.format_exc().replace("\\n", "\\r")
+        replies.write("@@loader@@ " + reply + "\\n")
+        replies.flush()
     """
 )
 
 
-def check_save_load(factory, input_shape, tmp_path, fresh_process=False):
-    """Saves a model around the layer, trains it a step, reloads it."""
-    model = _model_around(factory, input_shape)
-    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+class _FreshLoader:
+    """The process that loads saved models for the fresh-process checks."""
+
+    _process: subprocess.Popen | None = None
+
+    @classmethod
+    def predict(cls, model_path: Path, x_path: Path, out_path: Path) -> None:
+        process = cls._process
+        if process is None or process.poll() is not None:
+            process = cls._process = subprocess.Popen(
+                [sys.executable, "-c", _LOADER_SCRIPT],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ},
+            )
+            atexit.register(process.kill)
+        process.stdin.write(f"{model_path}\t{x_path}\t{out_path}\n")
+        process.stdin.flush()
+        reply = ""
+        for line in process.stdout:
+            if line.startswith("@@loader@@ "):
+                reply = line.removeprefix("@@loader@@ ").rstrip("\n")
+                break
+        if reply != "ok":
+            cls._process = None
+            process.kill()
+            detail = reply.removeprefix("error ").replace("\r", "\n")
+            raise AssertionError(
+                f"a fresh process could not load {model_path}:\n"
+                f"{detail or '(the process exited)'}"
+            )
+
+
+def check_save_load(
+    factory, input_shape, tmp_path, fresh_process=False, trained=None
+):
+    """Saves a model around the layer trained a step (``trained``, or one
+    trained here), reloads it and compares its inference outputs."""
     x = _random_input(input_shape, seed=4)
-    # One training step so that moving statistics and weights leave their
-    # initial values: a round trip of untouched weights proves little.
-    y = _target_for(model, input_shape[0], seed=5)
-    model.fit(x, y, batch_size=input_shape[0], epochs=1, verbose=0)
+    model = trained
+    if model is None:
+        model = _model_around(factory, input_shape)
+        model.compile(optimizer="adam", loss="mse", jit_compile=True)
+        # One training step so that moving statistics and weights leave
+        # their initial values: a round trip of untouched weights proves
+        # little.
+        y = _target_for(model, input_shape[0], seed=5)
+        model.fit(x, y, batch_size=input_shape[0], epochs=1, verbose=0)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     path = Path(tmp_path) / "model.keras"
     model.save(path)
@@ -221,19 +287,7 @@ def check_save_load(factory, input_shape, tmp_path, fresh_process=False):
         x_path = Path(tmp_path) / "x.npy"
         out_path = Path(tmp_path) / "out.npy"
         np.save(x_path, x)
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _FRESH_PROCESS_SCRIPT,
-                str(path),
-                str(x_path),
-                str(out_path),
-            ],
-            check=True,
-            env={**os.environ},
-            capture_output=True,
-        )
+        _FreshLoader.predict(path, x_path, out_path)
         np.testing.assert_array_equal(np.load(out_path), expected)
 
 

@@ -75,6 +75,7 @@ def test_folded_and_exported_models_are_timed_in_inference_mode(quick_results):
     assert modes["bn_folded"] == modes["orthogonal_exported"] == "infer"
 
 
+@pytest.mark.backend_independent
 def test_steps_per_call_are_calibrated_to_the_call_length():
     shape = (64, 256)
     variant = bench.Variant(
@@ -96,6 +97,7 @@ def test_steps_per_call_are_calibrated_to_the_call_length():
     assert n * row["median_ms"] >= 0.5 * 50
 
 
+@pytest.mark.backend_independent
 def test_merging_processes_reports_the_median_and_range_of_ratios():
     def row(name, ms, ratio):
         return {
@@ -125,6 +127,7 @@ def test_merging_processes_reports_the_median_and_range_of_ratios():
     assert x["processes"] == 3
 
 
+@pytest.mark.backend_independent
 def test_command_line_runs_each_group_in_fresh_processes(tmp_path):
     out = tmp_path / "r.json"
     bench.main(
@@ -147,6 +150,7 @@ def test_command_line_runs_each_group_in_fresh_processes(tmp_path):
     assert payload["machine"]["backend"] == keras.backend.backend()
 
 
+@pytest.mark.backend_independent
 def test_unknown_group_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--groups", "nope", "--out", str(tmp_path / "r.json")])
@@ -169,6 +173,7 @@ def _run_file(results):
     }
 
 
+@pytest.mark.backend_independent
 def test_missed_targets_carry_the_reason_found_for_them(tmp_path):
     def run(rows):
         return _run_file(
@@ -201,6 +206,7 @@ def test_missed_targets_carry_the_reason_found_for_them(tmp_path):
     assert "## Why the misses" in text and "not explained yet" in text
 
 
+@pytest.mark.backend_independent
 def test_report_header_names_the_groups_measured_again(tmp_path):
     rows = [
         {
@@ -221,6 +227,7 @@ def test_report_header_names_the_groups_measured_again(tmp_path):
     assert header.endswith("; re-measured later: weight_dense_large")
 
 
+@pytest.mark.backend_independent
 def test_update_replaces_only_the_groups_measured_again():
     machine = {"backend": "jax", "xla": True, "date": "new"}
 
@@ -245,6 +252,7 @@ def test_update_replaces_only_the_groups_measured_again():
         bench._updated(old, other)
 
 
+@pytest.mark.backend_independent
 def test_two_device_benchmark_runs_and_reports_ratios(tmp_path):
     """The synchronized-statistics benchmark (TensorFlow, two logical CPUs,
     in a process of its own) at its quick size: every layer in both forms,
@@ -304,6 +312,7 @@ def test_every_variant_gets_its_counts_and_floor(quick_results):
     assert kernel_side == reparameterized - {"plain"}
 
 
+@pytest.mark.backend_independent
 def test_whitening_misses_are_explained_by_the_measured_product_rate(
     tmp_path,
 ):
@@ -431,12 +440,14 @@ def test_reparameterized_kernels_carry_their_own_floor():
     assert roofline._kernel_side(keras.layers.Dense(u), b) == (0.0, 0.0)
 
 
+@pytest.mark.backend_independent
 def test_the_floor_is_the_larger_of_the_two_bounds():
     limits = roofline.Limits(xla=True, flops_per_s=1e9, bytes_per_s=1e9)
     assert limits.floor(2e9, 1e9, 10) == pytest.approx(2.0)
     assert limits.floor(1e9, 3e9, 10) == pytest.approx(3.0)
 
 
+@pytest.mark.backend_independent
 def test_report_puts_ours_beside_the_authors_iternorm(tmp_path):
     from benchmarks import authors
 

@@ -9,7 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
 
-from normbook import claims  # noqa: E402
+from normbook import claims, verdicts  # noqa: E402
+
+# normbook's claims are plain Python: one backend's suite checks them.
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture
@@ -47,3 +50,73 @@ def test_seeds_shift_with_the_offset(clean_env, monkeypatch):
     assert claims.seeds(3) == (0, 1, 2)
     monkeypatch.setenv("NORMBOOK_SEED_OFFSET", "6")
     assert claims.seeds(3) == (6, 7, 8)
+
+
+# Per-seed values (larger is better) that support each ranking verdict of
+# A against B, and only that one.
+EVIDENCE = {
+    "beats on every seed": ([0.95, 0.96, 0.97], [0.90, 0.91, 0.92]),
+    "beats on average": ([0.93, 0.95, 0.97], [0.90, 0.92, 0.94]),
+    "cannot be ranked": ([0.92, 0.94, 0.96], [0.91, 0.94, 0.95]),
+    "trails on average": ([0.90, 0.92, 0.94], [0.93, 0.95, 0.97]),
+    "trails on every seed": ([0.90, 0.91, 0.92], [0.95, 0.96, 0.97]),
+}
+
+
+@pytest.mark.parametrize("truth", list(EVIDENCE))
+def test_each_ranking_has_its_evidence(truth):
+    a, b = EVIDENCE[truth]
+    assert verdicts.compare(a, b).ranking == truth
+    # Smaller is better: the same numbers read as losses reverse it.
+    mirrored = verdicts.RANKINGS[::-1][verdicts.RANKINGS.index(truth)]
+    assert verdicts.compare(a, b, higher_is_better=False).ranking == mirrored
+
+
+@pytest.mark.parametrize("stated", list(EVIDENCE))
+@pytest.mark.parametrize("truth", list(EVIDENCE))
+def test_a_verdict_fails_on_evidence_for_any_other(clean_env, stated, truth):
+    a, b = EVIDENCE[truth]
+    if stated == truth:
+        claims.claim_verdict(a, b, stated, names=("A", "B"))
+        return
+    # The failure names the verdict the numbers support.
+    words = claims._ranking_words(truth, "A", "B")
+    with pytest.raises(claims.ClaimError, match=words):
+        claims.claim_verdict(a, b, stated, names=("A", "B"))
+
+
+def test_a_margin_must_be_exceeded():
+    a, b = EVIDENCE["beats on average"]  # means differ by 0.03
+    claims.claim_verdict(a, b, "beats on average", names=("A", "B"), by=0.02)
+    with pytest.raises(claims.ClaimError, match="by more than 0.05"):
+        claims.claim_verdict(
+            a, b, "beats on average", names=("A", "B"), by=0.05
+        )
+    with pytest.raises(ValueError, match="A margin goes with"):
+        claims.claim_verdict(
+            a, b, "beats on every seed", names=("A", "B"), by=0.01
+        )
+
+
+def test_within_and_about_are_two_sided():
+    assert verdicts.within([1.0, 1.2], [1.5, 1.5], 0.5)
+    assert verdicts.within([1.5, 1.5], [1.0, 1.2], 0.5)
+    assert not verdicts.within([1.0, 1.2], [1.8, 1.8], 0.5)
+    assert not verdicts.within([1.8, 1.8], [1.0, 1.2], 0.5)
+    assert verdicts.about(1.54, 1.5, 0.1)
+    assert not verdicts.about(1.7, 1.5, 0.1)
+    assert not verdicts.about(1.3, 1.5, 0.1)
+    assert not verdicts.about(float("nan"), 1.5, 0.1)
+    with pytest.raises(claims.ClaimError, match="within 0.5"):
+        claims.claim_within([1.0, 1.2], [1.8, 1.8], 0.5, names=("A", "B"))
+    with pytest.raises(claims.ClaimError, match="about 1.5"):
+        claims.claim_about(1.7, 1.5, 0.1, what="κ")
+
+
+def test_a_comparison_needs_two_finite_runs_each():
+    with pytest.raises(ValueError, match="at least two runs"):
+        verdicts.compare([0.9], [0.8, 0.7])
+    with pytest.raises(ValueError, match="finite"):
+        verdicts.compare([0.9, float("nan")], [0.8, 0.7])
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        claims.claim_verdict([1, 2], [1, 2], "beats", names=("A", "B"))

@@ -84,6 +84,7 @@ class _Frozen(keras.layers.Layer):
         return input_shape
 
 
+@pytest.mark.backend_independent
 def test_harness_catches_a_config_that_does_not_round_trip():
     with pytest.raises(AssertionError, match="changed the config"):
         check_config_round_trip(_DriftingConfig(scale=3.0))
@@ -99,6 +100,7 @@ def test_harness_catches_weights_that_do_not_train():
         check_layer(_Frozen, {}, (2, 3), run_mixed_precision_check=False)
 
 
+@pytest.mark.backend_independent
 def test_harness_catches_a_wrong_weight_count():
     with pytest.raises(AssertionError, match="trainable weights"):
         check_layer(
@@ -115,3 +117,43 @@ def test_backend_is_the_requested_one():
     requested = os.environ.get("KERAS_BACKEND", "tensorflow")
     assert keras.backend.backend() == requested
     assert np.isfinite(keras.ops.convert_to_numpy(keras.ops.ones((2,)))).all()
+
+
+class _OnlyInThisProcess(keras.layers.Layer):
+    """Registered at test time only: a fresh process cannot load it."""
+
+    def call(self, x):
+        return 2.0 * x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@pytest.mark.backend_independent
+def test_harness_catches_a_model_that_loads_only_in_the_test_process(
+    tmp_path,
+):
+    registered = keras.saving.register_keras_serializable(
+        package="keraslayers_tests_local"
+    )(_OnlyInThisProcess)
+    with pytest.raises(AssertionError, match="a fresh process could not load"):
+        check_layer(
+            registered,
+            {},
+            (2, 3),
+            run_training_check=False,
+            run_mixed_precision_check=False,
+            tmp_path=tmp_path,
+            run_fresh_process_check=True,
+        )
+    # The loader starts again after a failure and loads what it can.
+    (tmp_path / "again").mkdir()
+    check_layer(
+        keras.layers.LayerNormalization,
+        {},
+        (2, 3),
+        run_training_check=False,
+        run_mixed_precision_check=False,
+        tmp_path=tmp_path / "again",
+        run_fresh_process_check=True,
+    )

@@ -17,6 +17,7 @@ ACTIVATION_LAYERS = [
 NAMES = ["BRN", "BKN", "DBN", "IterNorm", "FRN"]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("make", ACTIVATION_LAYERS, ids=NAMES)
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_non_finite_epsilon_is_refused(make, value):
@@ -34,6 +35,7 @@ def test_non_finite_epsilon_is_refused(make, value):
         lambda: kl.BatchRenormalization(momentum=float("nan")),
     ],
 )
+@pytest.mark.backend_independent
 def test_non_finite_hyperparameters_of_other_layers_are_refused(make):
     with pytest.raises(ValueError, match=r"Received: \w+=(inf|nan)"):
         make()
@@ -44,6 +46,7 @@ def test_an_infinite_renorm_clip_means_no_clipping():
     assert layer.r_max == float("inf")
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("make", ACTIVATION_LAYERS[:4], ids=NAMES[:4])
 @pytest.mark.parametrize("flag", ["center", "scale", "synchronized"])
 def test_a_string_flag_is_refused(make, flag):
@@ -63,11 +66,13 @@ def test_a_string_flag_is_refused(make, flag):
         ),
     ],
 )
+@pytest.mark.backend_independent
 def test_string_flags_of_other_layers_are_refused(make, flag):
     with pytest.raises(ValueError, match=rf"{flag}='no'"):
         make("no")
 
 
+@pytest.mark.backend_independent
 def test_data_init_without_a_bias_is_refused_at_construction():
     with pytest.raises(ValueError, match=r"WeightNormDense.*use_bias=False"):
         kl.WeightNormDense(3, data_init=True, use_bias=False)

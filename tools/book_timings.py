@@ -1,5 +1,7 @@
 """Prints how long each chapter took to execute, from the jupyter-cache
-records of the last `make book` (budget: 90 s per chapter on 2 cores)."""
+records of the last `make book` (budget: 90 s per chapter on 2 cores).
+`make book` runs two chapters at a time (tools/execute_chapters.py), so a
+chapter's time here is measured while it shares the machine with another."""
 
 import sys
 from pathlib import Path

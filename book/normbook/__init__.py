@@ -14,6 +14,8 @@ module per concern:
 * :mod:`normbook.plots` — curves with their spread over seeds;
 * :mod:`normbook.claims` — the checks behind every sentence that states
   an experimental result;
+* :mod:`normbook.verdicts` — the verdicts a comparison over seeds can
+  support (beats on every seed, beats on average, cannot be ranked, ...);
 * :mod:`normbook.applications` — many small training runs in one compiled
   call (JAX).
 """
@@ -29,8 +31,18 @@ import matplotlib  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from normbook import verdicts  # noqa: E402,F401
 from normbook.applications import ManyRuns  # noqa: E402,F401
-from normbook.claims import ClaimError, checked, claim, seeds, spread  # noqa: E402,F401
+from normbook.claims import (  # noqa: E402,F401
+    ClaimError,
+    checked,
+    claim,
+    claim_about,
+    claim_verdict,
+    claim_within,
+    seeds,
+    spread,
+)
 from normbook.data import digits, mnist1d  # noqa: E402,F401
 from normbook.numerics import condition_number  # noqa: E402,F401
 from normbook.plots import band, min_max, plot_curves  # noqa: E402,F401

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from normbook import verdicts
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOK_DIR = REPO_ROOT / "book"
 _KEY = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -172,3 +174,117 @@ def spread(values: Sequence[float], digits: int = 3) -> str:
     """``mean [min–max]`` of one quantity over seeds, for tables and text."""
     v = np.asarray(values, dtype=float)
     return f"{v.mean():.{digits}f} [{v.min():.{digits}f}–{v.max():.{digits}f}]"
+
+
+def _ranking_words(verdict: str, first: str, second: str) -> str:
+    """ "beats on average", "OWN", "BN" -> "OWN beats BN on average"."""
+    if verdict == "cannot be ranked":
+        return f"{first} and {second} cannot be ranked"
+    verb, rest = verdict.split(" ", 1)
+    return f"{first} {verb} {second} {rest}"
+
+
+def claim_within(
+    a,
+    b,
+    distance: float,
+    *,
+    names: tuple[str, str],
+    digits: int = 3,
+    statement: str | None = None,
+    key: str | None = None,
+) -> None:
+    """Checks that the means of A and B over seeds differ by at most
+    ``distance``, either way ("A stays within a point of B")."""
+    first, second = names
+    mean_a = float(np.mean(a))
+    mean_b = float(np.mean(b))
+    claim(
+        verdicts.within(a, b, distance),
+        statement or f"{first} is within {distance:g} of {second}",
+        f"{first} {spread(a, digits)} vs {second} {spread(b, digits)}; "
+        f"means differ by {abs(mean_a - mean_b):.{digits}f}",
+        key=key,
+    )
+
+
+def claim_about(
+    value: float,
+    target: float,
+    tolerance: float,
+    *,
+    what: str,
+    digits: int = 3,
+    statement: str | None = None,
+    key: str | None = None,
+) -> None:
+    """Checks that ``value`` is ``target`` give or take ``tolerance``
+    ("about 1.5")."""
+    claim(
+        verdicts.about(value, target, tolerance),
+        statement or f"{what} is about {target:g}",
+        f"{what} = {value:.{digits}f}, about {target:g} means within "
+        f"±{tolerance:g}",
+        key=key,
+    )
+
+
+def claim_verdict(
+    a,
+    b,
+    verdict: str,
+    *,
+    names: tuple[str, str],
+    by: float | None = None,
+    higher_is_better: bool = True,
+    digits: int = 3,
+    statement: str | None = None,
+    key: str | None = None,
+) -> None:
+    """Checks that A against B over seeds supports ``verdict`` and no other.
+
+    Args:
+        a, b: per-seed values of the same quantity for A and B.
+        verdict: one of :data:`normbook.verdicts.RANKINGS` ("beats on
+            every seed", "beats on average", "cannot be ranked", "trails on
+            average", "trails on every seed").
+        names: what A and B are called in the sentence.
+        by: for "beats/trails on average", the margin the sentence states
+            ("by more than two points": ``by=0.02``).
+        higher_is_better: False for losses and errors.
+        digits: decimals in the evidence.
+        statement: the sentence's claim; by default the verdict's words.
+        key: as for :func:`claim`.
+
+    The check fails when the numbers support a stronger, a weaker or the
+    reversed verdict; the failure names the verdict they support.
+    """
+    if verdict not in verdicts.RANKINGS:
+        raise ValueError(
+            f"verdict must be one of {verdicts.RANKINGS}. Received: "
+            f"verdict={verdict!r}"
+        )
+    on_average = ("beats on average", "trails on average")
+    if by is not None and verdict not in on_average:
+        raise ValueError(
+            "A margin goes with 'beats on average' or 'trails on average'. "
+            f"Received: verdict={verdict!r}, by={by!r}"
+        )
+    result = verdicts.compare(a, b, higher_is_better=higher_is_better)
+    holds = result.ranking == verdict
+    margin = abs(result.difference)
+    if by is not None:
+        holds = holds and margin > by
+    first, second = names
+    if statement is None:
+        statement = _ranking_words(verdict, first, second)
+        if by is not None:
+            statement += f" by more than {by:g}"
+    sign = 1.0 if higher_is_better else -1.0
+    evidence = (
+        f"{first} {spread(sign * result.a, digits)} vs {second} "
+        f"{spread(sign * result.b, digits)}; means differ by "
+        f"{margin:.{digits}f}, seeds' noise {result.noise:.{digits}f}: "
+        f"{_ranking_words(result.ranking, first, second)}"
+    )
+    claim(holds, statement, evidence, key=key)
