@@ -8,8 +8,10 @@ is better (pass ``higher_is_better=False`` for losses and errors):
 
 * **A beats B on every seed** — A's worst seed is above B's best;
 * **A beats B on average** — not on every seed, but A's mean is above B's
-  by more than the seeds' noise: the larger of the two standard
-  deviations over seeds;
+  by more than the seeds' noise: twice the standard error of the
+  difference of the means, 2·√(s_A²/n_A + s_B²/n_B) with s the standard
+  deviation over seeds (a difference that large arises by chance in about
+  one comparison in twenty when the two do not differ);
 * **A and B cannot be ranked** — the ranges of their seeds overlap and the
   difference of their means is within that noise;
 * **A trails B on average** and **A trails B on every seed** — the same
@@ -72,8 +74,8 @@ class Comparison:
         a, b: the per-seed values, negated when smaller is better.
         difference: mean(A) − mean(B) in that orientation (positive when A
             is better).
-        noise: the larger of the two standard deviations over seeds
-            (``ddof=1``).
+        noise: twice the standard error of ``difference``,
+            2·√(s_A²/n_A + s_B²/n_B) (standard deviations with ``ddof=1``).
         ranking: the one verdict of :data:`RANKINGS` the numbers support.
     """
 
@@ -90,7 +92,7 @@ def compare(a, b, *, higher_is_better: bool = True) -> Comparison:
     a = sign * _values(a, "a")
     b = sign * _values(b, "b")
     difference = float(a.mean() - b.mean())
-    noise = float(max(a.std(ddof=1), b.std(ddof=1)))
+    noise = float(2 * np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
     if a.min() > b.max():
         ranking = "beats on every seed"
     elif b.min() > a.max():
