@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 CACHE = BUILD / ".jupyter_cache"
 CLAIMS = BUILD / "claims"
+DOCTREES = BUILD / ".doctrees"
 KEY_FILE = BUILD / ".chapters-key"
 TIMES = BUILD / ".chapter-seconds.json"
 STDERR_LOG = BUILD / "chapters-stderr.log"
@@ -147,6 +148,10 @@ def main() -> int:
         print("chapters: every chapter's outputs are cached")
         return 0
 
+    # Sphinx re-reads only the pages whose source changed, and a chapter
+    # run again has new outputs under an unchanged source: without its
+    # saved environment, the build re-reads every page (from the cache).
+    shutil.rmtree(DOCTREES, ignore_errors=True)
     worker = ExecutionWorkerLocalMProc()
     failed = []
     start = time.perf_counter()
