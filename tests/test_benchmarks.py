@@ -377,10 +377,13 @@ def test_probes_measure_plausible_rates():
 def test_measured_limits_are_plausible():
     limits = roofline.Limits(xla=True)
     # Any CPU of the last decade does more than 1 GFLOP/s and 1 GB/s, and
-    # none of ours 100 TFLOP/s or 10 TB/s: a unit mistake would show.
-    assert 1e9 < limits.flops_per_s < 1e14
-    assert 1e9 < limits.bytes_per_s(2**20) < 1e13
-    assert 1e9 < limits.large_bytes_per_s < 1e13
+    # none of ours 100 TFLOP/s or 10 TB/s: a unit mistake (a factor of a
+    # thousand) would show. The lower bounds sit ten times lower: `make
+    # test` runs four test processes on two cores, and the large-array pass
+    # measured 0.91 GB/s there while the others ran.
+    assert 1e8 < limits.flops_per_s < 1e14
+    assert 1e8 < limits.bytes_per_s(2**20) < 1e13
+    assert 1e8 < limits.large_bytes_per_s < 1e13
 
 
 def _dense_model(batch, fan_in, units, layer=None):
