@@ -11,9 +11,32 @@ import keraslayers
 from benchmarks import bench, probes, report, roofline
 
 
+def smoke_variants():
+    """Every variant on JAX. On TensorFlow, whose XLA compiles cost more
+    (all 49 variants took 140 s of the suite there, 114 s on JAX), each
+    group's baseline, one other variant of each group and the inference
+    models that are folded or exported: the timing loop, the counts and the
+    report are the same code for every variant, every variant is built and
+    counted on both backends (below), and each layer's compiled training
+    on TensorFlow is in its own tests."""
+    variants = bench.all_variants(bench.SIZES["quick"])
+    if keras.backend.backend() == "jax":
+        return variants
+    chosen, others = [], {}
+    for v in variants:
+        baseline = bench.BASELINES.get(v.group, "plain")
+        special = v.name in ("bn_folded", "orthogonal_exported")
+        if v.name == baseline or special:
+            chosen.append(v)
+        elif v.group not in others:
+            others[v.group] = v
+            chosen.append(v)
+    return chosen
+
+
 @pytest.fixture(scope="module")
 def quick_results():
-    variants = bench.all_variants(bench.SIZES["quick"])
+    variants = smoke_variants()
     results = bench.measure(
         variants,
         repeats=2,
@@ -35,6 +58,20 @@ def test_every_variant_is_measured(quick_results):
         assert len(row["samples_ms"]) == 2
         low, high = row["iqr_ms"]
         assert low <= row["median_ms"] <= high
+
+
+def test_every_variant_builds_and_is_counted():
+    # Given rates (nothing measured): only the counts are under test.
+    limits = roofline.Limits(flops_per_s=1e10, bytes_per_s=1e10)
+    variants = bench.all_variants(bench.SIZES["quick"])
+    groups = {v.group for v in variants}
+    assert groups == {v.group for v in smoke_variants()}
+    for i, variant in enumerate(variants):
+        keras.utils.set_random_seed(i)
+        model = variant.build()
+        assert model.input_shape[1:] == tuple(variant.input_shape[1:])
+        count = bench._counts(model, variant, limits)
+        assert count["flops"] > 0 and count["floor_ms"] > 0, variant.name
 
 
 def test_ratios_are_to_the_group_baseline(quick_results):
@@ -135,7 +172,7 @@ def test_command_line_runs_each_group_in_fresh_processes(tmp_path):
             "--size",
             "quick",
             "--groups",
-            "activation_dense",
+            "inference",
             "--processes",
             "2",
             "--out",
@@ -144,7 +181,7 @@ def test_command_line_runs_each_group_in_fresh_processes(tmp_path):
     )
     payload = json.loads(out.read_text())
     rows = payload["results"]
-    assert {r["group"] for r in rows} == {"activation_dense"}
+    assert {r["group"] for r in rows} == {"inference"}
     assert all(r["processes"] == 2 for r in rows)
     assert all(len(r["process_ratios"]) == 2 for r in rows)
     assert payload["machine"]["backend"] == keras.backend.backend()

@@ -85,6 +85,20 @@ def test_a_verdict_fails_on_evidence_for_any_other(clean_env, stated, truth):
         claims.claim_verdict(a, b, stated, names=("A", "B"))
 
 
+@pytest.mark.parametrize("stated", ["beats", "trails"])
+@pytest.mark.parametrize("truth", list(EVIDENCE))
+def test_beats_and_trails_hold_on_average_or_on_every_seed(
+    clean_env, stated, truth
+):
+    a, b = EVIDENCE[truth]
+    if truth.startswith(stated):
+        claims.claim_verdict(a, b, stated, names=("A", "B"))
+        return
+    words = claims._ranking_words(truth, "A", "B")
+    with pytest.raises(claims.ClaimError, match=words):
+        claims.claim_verdict(a, b, stated, names=("A", "B"))
+
+
 def test_a_margin_must_be_exceeded():
     a, b = EVIDENCE["beats on average"]  # means differ by 0.037
     claims.claim_verdict(a, b, "beats on average", names=("A", "B"), by=0.03)
@@ -119,4 +133,4 @@ def test_a_comparison_needs_two_finite_runs_each():
     with pytest.raises(ValueError, match="finite"):
         verdicts.compare([0.9, float("nan")], [0.8, 0.7])
     with pytest.raises(ValueError, match="verdict must be one of"):
-        claims.claim_verdict([1, 2], [1, 2], "beats", names=("A", "B"))
+        claims.claim_verdict([1, 2], [1, 2], "wins", names=("A", "B"))

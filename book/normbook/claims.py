@@ -180,6 +180,8 @@ def _ranking_words(verdict: str, first: str, second: str) -> str:
     """ "beats on average", "OWN", "BN" -> "OWN beats BN on average"."""
     if verdict == "cannot be ranked":
         return f"{first} and {second} cannot be ranked"
+    if verdict in verdicts.COMBINED:
+        return f"{first} {verdict} {second} (on average at least)"
     verb, rest = verdict.split(" ", 1)
     return f"{first} {verb} {second} {rest}"
 
@@ -245,9 +247,10 @@ def claim_verdict(
 
     Args:
         a, b: per-seed values of the same quantity for A and B.
-        verdict: one of :data:`normbook.verdicts.RANKINGS` ("beats on
-            every seed", "beats on average", "cannot be ranked", "trails on
-            average", "trails on every seed").
+        verdict: one of :data:`normbook.verdicts.VERDICTS`: a ranking
+            ("beats on every seed", "beats on average", "cannot be
+            ranked", "trails on average", "trails on every seed") or
+            "beats" / "trails" (on average at least, either of the two).
         names: what A and B are called in the sentence.
         by: for "beats/trails on average", the margin the sentence states
             ("by more than two points": ``by=0.02``).
@@ -259,19 +262,19 @@ def claim_verdict(
     The check fails when the numbers support a stronger, a weaker or the
     reversed verdict; the failure names the verdict they support.
     """
-    if verdict not in verdicts.RANKINGS:
+    if verdict not in verdicts.VERDICTS:
         raise ValueError(
-            f"verdict must be one of {verdicts.RANKINGS}. Received: "
+            f"verdict must be one of {verdicts.VERDICTS}. Received: "
             f"verdict={verdict!r}"
         )
-    on_average = ("beats on average", "trails on average")
+    on_average = ("beats on average", "trails on average", "beats", "trails")
     if by is not None and verdict not in on_average:
         raise ValueError(
             "A margin goes with 'beats on average' or 'trails on average'. "
             f"Received: verdict={verdict!r}, by={by!r}"
         )
     result = verdicts.compare(a, b, higher_is_better=higher_is_better)
-    holds = result.ranking == verdict
+    holds = verdicts.supports(result.ranking, verdict)
     margin = abs(result.difference)
     if by is not None:
         holds = holds and margin > by

@@ -17,12 +17,18 @@ is better (pass ``higher_is_better=False`` for losses and errors):
 * **A trails B on average** and **A trails B on every seed** — the same
   verdicts with A and B exchanged.
 
-A sentence that says how much ("beats it on average by more than two
-points") adds a margin to the verdict of the same name. Two more verdicts
-are about sizes rather than rankings, and are two-sided: **within x of**
-(the means differ by at most x, either way) and **about v** (a value lies
-within a stated tolerance of v). **At least** and **more than** are the
-one-sided bounds, for the sentences that say only that much.
+A sentence that says only "A beats B" (or "trails") without "on every
+seed" names the verdict **beats** (**trails**): on average at least, so
+either of the two stronger rankings holds it and anything else fails it.
+Use it where the draw of seeds decides between the two (another processor
+can move one seed across the other method's range) and the sentence does
+not depend on which. A sentence that says how much ("beats it on average
+by more than two points") adds a margin to the verdict of the same name.
+Two more verdicts are about sizes rather than rankings, and two-sided:
+**within x of** (the means differ by at most x, either way) and **about
+v** (a value lies within a stated tolerance of v). **At least** and
+**more than** are the one-sided bounds, for the sentences that say only
+that much.
 
 The functions here only compute; :func:`normbook.claims.claim_verdict` and
 its siblings turn them into the checks the chapters print.
@@ -49,6 +55,19 @@ RANKINGS: tuple[Ranking, ...] = (
     "trails on average",
     "trails on every seed",
 )
+# "beats" and "trails": on average at least (the sentence does not say
+# whether on every seed).
+COMBINED: dict[str, tuple[Ranking, ...]] = {
+    "beats": ("beats on every seed", "beats on average"),
+    "trails": ("trails on every seed", "trails on average"),
+}
+VERDICTS: tuple[str, ...] = RANKINGS + tuple(COMBINED)
+
+
+def supports(ranking: Ranking, verdict: str) -> bool:
+    """Whether evidence ranked ``ranking`` supports the stated ``verdict``
+    (one of :data:`VERDICTS`)."""
+    return ranking in COMBINED.get(verdict, (verdict,))
 
 
 def _values(values, name: str) -> np.ndarray:
