@@ -58,6 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/canonical_chapters.py --check
+	$(BIN)/python tools/claims_lint.py
 
 # Debian's Chromium for the browser tests (Playwright never downloads one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
