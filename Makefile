@@ -11,7 +11,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # The book's build is piped through tee: its status must survive the pipe.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
-PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# --no-compile: pip would byte-compile all ~11,750 modules it installs, one
+# after another (~45 s of one core here); Python compiles the few thousand
+# that are imported when they first are.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	--no-compile
 
 .PHONY: install book test test-jax test-tensorflow coverage lint format lab \
 	clean lock browser bench bench-authors
