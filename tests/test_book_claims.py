@@ -2,14 +2,10 @@
 survey switch asks for a record instead; seeds shift when asked to."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
-
-from normbook import claims, verdicts  # noqa: E402
+from normbook import claims, verdicts
 
 # normbook's claims are plain Python: one backend's suite checks them.
 pytestmark = pytest.mark.backend_independent

@@ -2,14 +2,11 @@
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "book"))
-import normbook  # noqa: E402
+import normbook
 
 
 def _figure(a, b):
