@@ -61,6 +61,16 @@ def pages() -> dict[str, str]:
     }
 
 
+def test_the_landing_page_has_an_icon_to_find(pages):
+    """The site's index.html is a redirect that links no icon, so a
+    browser asks for /favicon.ico there: it must exist (an .ico)."""
+    landing = _ResourceCollector()
+    landing.feed((HTML / "index.html").read_text(encoding="utf-8"))
+    assert not any("icon" in r for r in landing.resources)
+    icon = HTML / "favicon.ico"
+    assert icon.is_file() and icon.read_bytes()[:4] == b"\x00\x00\x01\x00"
+
+
 def test_every_toc_document_was_built(pages):
     assert pages, "the TOC lists no documents"
     for doc, text in pages.items():
