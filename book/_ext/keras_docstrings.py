@@ -3,13 +3,57 @@
 The docstrings follow Keras's house style (Google sections, Markdown code
 fences, a `Reference:` section), which Keras renders with its own Markdown
 tooling. Napoleon handles the Google sections; this hook turns Markdown
-fences into reStructuredText code blocks and `Reference:` into napoleon's
-`References:` section, so that autodoc can render them without warnings.
+fences into reStructuredText code blocks, `Reference:` into napoleon's
+`References:` section, Markdown links into reST links and Markdown code
+spans into reST literals, so that autodoc can render them without
+warnings or raw Markdown.
 """
 
 import re
+import unicodedata
 
 _FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
+# A Markdown link to a web page, or a code span.
+_INLINE = re.compile(
+    r"\[(?P<text>[^\]]+)\]\((?P<url>https?://[^)\s]+)\)"
+    r"|(?P<ticks>`+)(?P<code>[^`]+)(?P=ticks)(?!`)"
+)
+
+
+def _may_follow(char: str) -> bool:
+    """reST ends inline markup only before whitespace or punctuation (so
+    ``x``² needs an escaped space between: ``x``\\ ²)."""
+    return (
+        not char
+        or char.isspace()
+        or unicodedata.category(char) in ("Pe", "Pi", "Pf", "Pd", "Po")
+    )
+
+
+def _may_precede(char: str) -> bool:
+    return (
+        not char
+        or char.isspace()
+        or unicodedata.category(char) in ("Ps", "Pi", "Pf", "Pd", "Po")
+    )
+
+
+def _inline(line: str) -> str:
+    out, last = [], 0
+    for match in _INLINE.finditer(line):
+        text, url, code = match["text"], match["url"], match["code"]
+        markup = f"`{text} <{url}>`__" if url else f"``{code}``"
+        before = line[match.start() - 1] if match.start() else ""
+        after = line[match.end()] if match.end() < len(line) else ""
+        out.append(line[last : match.start()])
+        out.append(
+            ("" if _may_precede(before) else "\\ ")
+            + markup
+            + ("" if _may_follow(after) else "\\ ")
+        )
+        last = match.end()
+    out.append(line[last:])
+    return "".join(out)
 
 
 def _convert(lines: list[str]) -> list[str]:
@@ -35,7 +79,7 @@ def _convert(lines: list[str]) -> list[str]:
                 )
             )
         else:
-            out.append(line)
+            out.append(_inline(line))
     return out
 
 

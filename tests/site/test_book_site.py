@@ -71,6 +71,18 @@ def test_the_landing_page_has_an_icon_to_find(pages):
     assert icon.is_file() and icon.read_bytes()[:4] == b"\x00\x00\x01\x00"
 
 
+def test_the_api_page_shows_no_raw_markdown(pages):
+    """The docstrings' Markdown links and code spans reach the API page as
+    links and code, not as brackets and backticks."""
+    api = next(html for doc, html in pages.items() if doc.endswith("api"))
+    main = api[api.index("<main") :]
+    text = re.sub(r"<pre.*?</pre>", "", main, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", text)
+    assert "](http" not in text
+    assert "`" not in text, text[max(text.index("`") - 80, 0) :][:160]
+    assert 'href="https://arxiv.org/' in api
+
+
 def test_every_toc_document_was_built(pages):
     assert pages, "the TOC lists no documents"
     for doc, text in pages.items():
