@@ -56,9 +56,26 @@ def _inline(line: str) -> str:
     return "".join(out)
 
 
+def _join_split_spans(lines: list[str]) -> list[str]:
+    """A code span that runs onto the next line (`(outputs,` / `state)`)
+    becomes one line: reST literals cannot span lines here."""
+    out, inside = [], False
+    for line in lines:
+        unmatched = re.sub(r"``[^`]*``", "", line).count("`") % 2 == 1
+        if _FENCE.match(line):
+            inside = not inside
+        elif out and out[-1][1] and line.strip():
+            joined = f"{out[-1][0]} {line.strip()}"
+            unmatched = re.sub(r"``[^`]*``", "", joined).count("`") % 2 == 1
+            out[-1] = (joined, unmatched)
+            continue
+        out.append((line, unmatched and not inside and not _FENCE.match(line)))
+    return [line for line, _ in out]
+
+
 def _convert(lines: list[str]) -> list[str]:
     out, inside, indent = [], False, ""
-    for line in lines:
+    for line in _join_split_spans(lines):
         match = _FENCE.match(line)
         if match and not inside:
             indent = match.group(1)
