@@ -17,7 +17,8 @@ A condition computed before the call (``nb.claim(ok, ...)``) is not seen;
 only the statement's words are then checked against the verdict. Where
 the words and a check agree in a way this cannot see (a drift that is
 already an absolute difference), a comment on the line above the call or
-on one of its lines says why and silences it: ``# claims-lint: drift is |median - start|``.
+on one of its lines says why and silences it:
+``# claims-lint: drift is |median - start|``.
 
 The chapters' code cells are parsed, and each call of ``nb.claim``,
 ``nb.claim_verdict``, ``nb.claim_within`` and ``nb.claim_about`` whose
