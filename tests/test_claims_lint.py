@@ -1,24 +1,16 @@
 """tools/claims_lint.py: a claim whose words promise more than its check
 is reported; the matching verdict or a stated reason silences it."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .tools import load_tool
 
 pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture(scope="module")
 def lint():
-    spec = importlib.util.spec_from_file_location(
-        "claims_lint", ROOT / "tools" / "claims_lint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.problems_in
+    return load_tool("claims_lint").problems_in
 
 
 @pytest.mark.parametrize(

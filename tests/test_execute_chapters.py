@@ -1,11 +1,12 @@
 """tools/execute_chapters.py: which chapters it runs, in which order, and
 what makes their cached outputs stale."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
+
+from .tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,12 +15,7 @@ pytestmark = pytest.mark.backend_independent
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        "execute_chapters", ROOT / "tools" / "execute_chapters.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("execute_chapters")
 
 
 def test_every_notebook_chapter_of_the_toc_is_run(tool):

@@ -270,7 +270,8 @@ def claim_verdict(
     on_average = ("beats on average", "trails on average", "beats", "trails")
     if by is not None and verdict not in on_average:
         raise ValueError(
-            "A margin goes with 'beats on average' or 'trails on average'. "
+            "A margin goes with 'beats on average' or 'trails on average' "
+            "(or 'beats' / 'trails'). "
             f"Received: verdict={verdict!r}, by={by!r}"
         )
     result = verdicts.compare(a, b, higher_is_better=higher_is_better)
