@@ -137,8 +137,15 @@ format: $(STAMP)
 	$(BIN)/python tools/canonical_chapters.py
 
 ## Open the chapters as notebooks (jupytext) with live widgets.
+## JupyterLab on the chapters, with the backend the book is built with
+## (`make lab BOOK_BACKEND=tensorflow` for the other). A chapter run here
+## records no claims: the build's records stay the book's (normbook.claims).
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=book $(if $(SUDO),,--allow-root)
+	@echo "make lab: the chapters' kernels run Keras on $(BOOK_BACKEND)" \
+		"(BOOK_BACKEND=tensorflow for TensorFlow)"
+	env -u NORMBOOK_CLAIMS_DIR -u NORMBOOK_STATIC \
+		KERAS_BACKEND=$(BOOK_BACKEND) \
+		$(BIN)/jupyter lab --notebook-dir=book $(if $(SUDO),,--allow-root)
 
 clean:
 	rm -rf _build _vendor

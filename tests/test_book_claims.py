@@ -95,6 +95,19 @@ def test_beats_and_trails_hold_on_average_or_on_every_seed(
         claims.claim_verdict(a, b, stated, names=("A", "B"))
 
 
+@pytest.mark.parametrize("stated", ["does not beat", "does not trail"])
+@pytest.mark.parametrize("truth", list(EVIDENCE))
+def test_does_not_beat_rules_out_one_direction_only(clean_env, stated, truth):
+    a, b = EVIDENCE[truth]
+    excluded = "beats" if stated == "does not beat" else "trails"
+    if not truth.startswith(excluded):
+        claims.claim_verdict(a, b, stated, names=("A", "B"))
+        return
+    words = claims._ranking_words(truth, "A", "B")
+    with pytest.raises(claims.ClaimError, match=words):
+        claims.claim_verdict(a, b, stated, names=("A", "B"))
+
+
 def test_a_margin_must_be_exceeded():
     a, b = EVIDENCE["beats on average"]  # means differ by 0.037
     claims.claim_verdict(a, b, "beats on average", names=("A", "B"), by=0.03)

@@ -119,6 +119,9 @@ def main() -> int:
     KEY_FILE.write_text(key)
     STDERR_LOG.unlink(missing_ok=True)
 
+    # The kernels write the keyed claims' records here (normbook.claims);
+    # a chapter run anywhere else writes none.
+    os.environ["NORMBOOK_CLAIMS_DIR"] = str(CLAIMS)
     cache = get_cache(CACHE)
     # Kept apart from the cache, which a changed key clears.
     previous = json.loads(TIMES.read_text()) if TIMES.is_file() else {}

@@ -9,8 +9,12 @@ somebody rewrites the sentence: the text changes, not the check.
 A claim given a ``key`` also leaves a record of what was checked, so that a
 later chapter can quote it with :func:`checked` instead of re-running the
 experiment: chapter 15's decision table is built from such records. The
-records are JSON files in ``_build/claims/`` (or ``$NORMBOOK_CLAIMS_DIR``),
-one per key, written only when the claim holds.
+records are JSON files in ``$NORMBOOK_CLAIMS_DIR``, one per key, written
+only when the claim holds and only when that variable is set: the build
+(``tools/execute_chapters.py``) sets it to ``_build/claims``, so that a
+chapter run in JupyterLab, on another backend or with other seeds, cannot
+replace the records of the numbers the book shows. :func:`checked` reads
+them from ``_build/claims`` when the variable is unset.
 
 Training runs on another processor round differently, and a few hundred
 chaotic steps turn the last bits into another draw of each seed's result.
@@ -29,6 +33,7 @@ mode and tabulates which claims held.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -49,10 +54,38 @@ class ClaimError(AssertionError):
 
 
 def claims_dir() -> Path:
-    """Where keyed claims are recorded: ``$NORMBOOK_CLAIMS_DIR`` if set,
+    """Where keyed claims are read from: ``$NORMBOOK_CLAIMS_DIR`` if set,
     else ``_build/claims`` at the repository's root."""
+    return _recording_dir() or REPO_ROOT / "_build" / "claims"
+
+
+def _recording_dir() -> Path | None:
+    """Where keyed claims are written: ``$NORMBOOK_CLAIMS_DIR``, or
+    nowhere when it is unset (a chapter run outside the build)."""
     override = os.environ.get("NORMBOOK_CLAIMS_DIR")
-    return Path(override) if override else REPO_ROOT / "_build" / "claims"
+    return Path(override) if override else None
+
+
+def _show(text: str) -> None:
+    """``checked: <text>``, set apart as a result on the page: in a kernel
+    as a block with its own style (book/_static/normbook.css), which also
+    wraps on a narrow page; plain text everywhere else."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython comes with the book
+        shell = None
+    if shell is None or not hasattr(shell, "kernel"):
+        print(f"checked: {text}")
+        return
+    from IPython.display import display
+
+    markup = (
+        '<div class="normbook-checked"><span class="normbook-checked-mark">'
+        f"checked</span> {html.escape(text)}</div>"
+    )
+    display({"text/plain": f"checked: {text}", "text/html": markup}, raw=True)
 
 
 def _check_key(key: str) -> None:
@@ -75,11 +108,11 @@ def claim(
             as ``checked: <statement>``.
         evidence: the numbers behind it, shown in parentheses.
         key: a short slug, unique across the book (``"brn-small-batch"``).
-            When given and the condition holds, ``{key, statement,
-            evidence}`` is written to ``<claims_dir()>/<key>.json`` for
-            :func:`checked`; when the condition fails, an earlier record of
-            the key is deleted, so nothing quotes a claim that no longer
-            holds.
+            When given, the condition holds and ``$NORMBOOK_CLAIMS_DIR``
+            is set, ``{key, statement, evidence}`` is written there as
+            ``<key>.json`` for :func:`checked`; when the condition fails,
+            an earlier record of the key is deleted, so nothing quotes a
+            claim that no longer holds.
     """
     if key is not None:
         _check_key(key)
@@ -92,18 +125,18 @@ def claim(
             log.write(json.dumps(record, ensure_ascii=False) + "\n")
         print(f"{'checked' if holds else 'FAILS'}: {text}")
         return
+    folder = _recording_dir()
     if not bool(condition):
-        if key is not None:
-            (claims_dir() / f"{key}.json").unlink(missing_ok=True)
+        if key is not None and folder is not None:
+            (folder / f"{key}.json").unlink(missing_ok=True)
         raise ClaimError(f"the book claims: {text}; the numbers disagree.")
-    if key is not None:
-        folder = claims_dir()
+    if key is not None and folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         record = {"key": key, "statement": statement, "evidence": evidence}
         partial = folder / f".{key}.json.tmp"
         partial.write_text(json.dumps(record, ensure_ascii=False, indent=1))
         partial.replace(folder / f"{key}.json")
-    print(f"checked: {text}")
+    _show(text)
 
 
 def checked(key: str, chapter: str, *, book_dir: Path | None = None) -> dict:
@@ -180,8 +213,10 @@ def _ranking_words(verdict: str, first: str, second: str) -> str:
     """ "beats on average", "OWN", "BN" -> "OWN beats BN on average"."""
     if verdict == "cannot be ranked":
         return f"{first} and {second} cannot be ranked"
-    if verdict in verdicts.COMBINED:
+    if verdict in ("beats", "trails"):
         return f"{first} {verdict} {second} (on average at least)"
+    if verdict in verdicts.COMBINED:
+        return f"{first} {verdict} {second}"
     verb, rest = verdict.split(" ", 1)
     return f"{first} {verb} {second} {rest}"
 
@@ -250,7 +285,9 @@ def claim_verdict(
         verdict: one of :data:`normbook.verdicts.VERDICTS`: a ranking
             ("beats on every seed", "beats on average", "cannot be
             ranked", "trails on average", "trails on every seed") or
-            "beats" / "trails" (on average at least, either of the two).
+            "beats" / "trails" (on average at least, either of the two),
+            or "does not beat" / "does not trail" (the one-sided
+            complements).
         names: what A and B are called in the sentence.
         by: for "beats/trails on average", the margin the sentence states
             ("by more than two points": ``by=0.02``).

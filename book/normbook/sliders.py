@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import matplotlib.pyplot as plt
 
 
-def figure_png(fig, dpi: int = 80) -> str:
+def figure_png(fig, dpi: int = 100) -> str:
     """The figure as a base64 PNG data URI; closes the figure."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")

@@ -22,8 +22,11 @@ seed" names the verdict **beats** (**trails**): on average at least, so
 either of the two stronger rankings holds it and anything else fails it.
 Use it where the draw of seeds decides between the two (another processor
 can move one seed across the other method's range) and the sentence does
-not depend on which. A sentence that says how much ("beats it on average
-by more than two points") adds a margin to the verdict of the same name.
+not depend on which. **Does not beat** (**does not trail**) is the
+one-sided complement: A cannot be ranked against B or trails it (beats
+it), for a sentence that only rules one direction out. A sentence that
+says how much ("beats it on average by more than two points") adds a
+margin to the verdict of the same name.
 Two more verdicts are about sizes rather than rankings, and two-sided:
 **within x of** (the means differ by at most x, either way) and **about
 v** (a value lies within a stated tolerance of v). **At least** and
@@ -56,10 +59,21 @@ RANKINGS: tuple[Ranking, ...] = (
     "trails on every seed",
 )
 # "beats" and "trails": on average at least (the sentence does not say
-# whether on every seed).
+# whether on every seed); "does not beat" / "does not trail": everything
+# but those two.
 COMBINED: dict[str, tuple[Ranking, ...]] = {
     "beats": ("beats on every seed", "beats on average"),
     "trails": ("trails on every seed", "trails on average"),
+    "does not beat": (
+        "cannot be ranked",
+        "trails on average",
+        "trails on every seed",
+    ),
+    "does not trail": (
+        "cannot be ranked",
+        "beats on average",
+        "beats on every seed",
+    ),
 }
 VERDICTS: tuple[str, ...] = RANKINGS + tuple(COMBINED)
 

@@ -197,3 +197,59 @@ def test_dark_mode_works_offline(browser, site):
         assert visit.errors == [] and visit.outside == []
     finally:
         visit.close()
+
+
+# What a reader sees at 1280 × 900 (issue 29): nothing wider than the page,
+# math typeset without errors and no raw TeX or Markdown left in the text.
+READING_CHECKS = """() => {
+  const article = document.querySelector("article") || document.body;
+  const wide = [];
+  for (const el of article.querySelectorAll("*")) {
+    if (el.offsetParent === null) continue;  // collapsed or hidden
+    const style = getComputedStyle(el);
+    const scrolls = ["auto", "scroll"].includes(style.overflowX);
+    if (scrolls && el.scrollWidth > el.clientWidth + 1) {
+      wide.push(el.tagName + "." + el.className + ": " +
+                el.textContent.trim().slice(0, 60));
+    }
+  }
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  const raw = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    const parent = node.parentElement;
+    if (parent.closest("pre, code, mjx-container, script, style, .cell_input"))
+      continue;
+    const text = node.textContent;
+    if (/\\\\[a-zA-Z]+|\\$\\$|\\]\\(https?:/.test(text))
+      raw.push(text.trim().slice(0, 80));
+  }
+  return {
+    pageWide: document.documentElement.scrollWidth > window.innerWidth,
+    wide: wide,
+    raw: raw,
+    mathErrors: document.querySelectorAll("mjx-merror").length,
+    screens: document.documentElement.scrollHeight / window.innerHeight,
+  };
+}"""
+
+
+@pytest.mark.parametrize("doc", _chapters())
+def test_a_chapter_reads_at_1280_pixels(browser, site, doc):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{site}/{doc}.html", wait_until="networkidle")
+        page.wait_for_function(
+            "() => !window.MathJax || !MathJax.startup ||"
+            " MathJax.startup.promise.then(() => true)"
+        )
+        page.wait_for_timeout(500)
+        seen = page.evaluate(READING_CHECKS)
+        assert not seen["pageWide"], f"{doc}: the page scrolls sideways"
+        assert seen["wide"] == [], (
+            f"{doc}: blocks scroll sideways {seen['wide']}"
+        )
+        assert seen["raw"] == [], f"{doc}: raw TeX or Markdown {seen['raw']}"
+        assert seen["mathErrors"] == 0, f"{doc}: MathJax errors"
+    finally:
+        page.close()

@@ -142,3 +142,22 @@ def test_opening_and_saving_a_chapter_leaves_it_byte_identical(server, chapter):
         f"{chapter} changes when JupyterLab saves it; "
         "run `python tools/canonical_chapters.py`"
     )
+
+
+def test_make_lab_runs_the_books_backend_and_records_no_claims():
+    commands = subprocess.run(
+        ["make", "-n", "--no-print-directory", "lab"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "KERAS_BACKEND=jax" in commands
+    assert "-u NORMBOOK_CLAIMS_DIR" in commands
+    assert "kernels run Keras on jax" in commands
+    assert "jupyter lab --notebook-dir=book" in commands
+    overrides = json.loads(
+        (ROOT / "book/jupyterlab_overrides.json").read_text()
+    )
+    news = overrides["@jupyterlab/apputils-extension:notification"]
+    assert news == {"fetchNews": "false", "checkForUpdates": False}

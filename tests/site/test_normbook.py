@@ -135,3 +135,34 @@ def test_checked_rejects_a_key_used_in_two_chapters(monkeypatch, tmp_path):
     _chapter(book, "ch02_b", "nb.claim(ok, 'copy', key='a-holds')\n")
     with pytest.raises(normbook.ClaimError, match="once in the book"):
         normbook.checked("a-holds", "ch01_a", book_dir=book)
+
+
+def test_a_chapter_run_outside_the_build_records_nothing(monkeypatch, tmp_path):
+    # JupyterLab, a survey or a run on the other backend: the claim is
+    # checked and shown, but the build's records are left as they are.
+    monkeypatch.delenv("NORMBOOK_CLAIMS_DIR", raising=False)
+    monkeypatch.setattr(normbook.claims, "REPO_ROOT", tmp_path)
+    normbook.claim(True, "a holds", "1.0", key="a-holds")
+    with pytest.raises(normbook.ClaimError):
+        normbook.claim(False, "b holds", key="b-holds")
+    assert not list(tmp_path.rglob("*"))
+    assert normbook.claims.claims_dir() == tmp_path / "_build" / "claims"
+
+
+def test_in_a_kernel_a_checked_claim_is_shown_as_a_result(monkeypatch):
+    import IPython
+    import IPython.display
+
+    class Kernel:
+        kernel = object()
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Kernel())
+    monkeypatch.setattr(
+        IPython.display, "display", lambda data, raw: shown.append(data)
+    )
+    normbook.claim(True, "a < b", "1 vs 2")
+    (bundle,) = shown
+    assert bundle["text/plain"] == "checked: a < b (1 vs 2)"
+    assert 'class="normbook-checked"' in bundle["text/html"]
+    assert "a &lt; b (1 vs 2)" in bundle["text/html"]
