@@ -262,6 +262,10 @@ class ReparameterizedDense(_ReparameterizedKernel):
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = _utils.check_int(self, "units", units, minimum=1)
+        # Each position is transformed on its own, so a mask (a padded
+        # sequence's) passes through, as through Keras's Dense. The
+        # convolutions mix positions and, like Keras's, take no mask.
+        self.supports_masking = True
 
     def _kernel_shape(self, input_shape):
         return (input_shape[-1], self.units)

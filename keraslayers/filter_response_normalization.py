@@ -51,6 +51,9 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
 
     Call arguments:
         inputs: floating tensor of rank >= 2 (e.g. NHWC, NWC or NC).
+        mask: optional, the input's shape without the channel axis (e.g.
+            (batch, time) for padded sequences): ν² is the mean over the
+            unmasked positions of each sample, and the mask is passed on.
 
     Input shape:
         any rank >= 2 with a known channel dimension. Output: same shape.
@@ -114,6 +117,8 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         )
         # See BatchRenormalization: inputs are cast to float32 in `call`.
         self.autocast = False
+        # ν² over the unmasked positions only, and the mask passes on.
+        self.supports_masking = True
 
     def build(self, input_shape):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)
@@ -135,16 +140,28 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
             ndim=len(input_shape), axes={self._axis: channels}
         )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         del training  # same function in training and inference
         inputs = _utils.floating_input(self, inputs)
         x = _utils.cast_for_math(self, inputs)
-        x, axis, restore = _utils.as_matrix(x, self._axis, keep_leading=True)
+        weights = _utils.mask_weights(self, mask, x, self._axis)
+        if weights is None:
+            x, axis, restore = _utils.as_matrix(
+                x, self._axis, keep_leading=True
+            )
+        else:
+            axis, restore = self._axis, lambda y: y
         rank = len(x.shape)
         axes = [i for i in range(1, rank) if i != axis]
         nu2 = ops.square(x)
-        if axes:
+        if axes and weights is None:
             nu2 = _utils.mean(nu2, axes, keepdims=True)
+        elif axes:
+            # The mean over the sample's unmasked positions; a sample with
+            # none gets ν² = 0 (its output is masked anyway), not 0/0.
+            count = ops.sum(weights, axis=axes, keepdims=True)
+            count = ops.maximum(count, ops.ones_like(count))
+            nu2 = ops.sum(nu2 * weights, axis=axes, keepdims=True) / count
         if self.learned_eps is not None:
             eps = self.epsilon + ops.abs(self.learned_eps)
         else:
@@ -230,6 +247,8 @@ class TLU(keras.layers.Layer):
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.alpha_regularizer = keras.regularizers.get(alpha_regularizer)
         self.alpha_constraint = keras.constraints.get(alpha_constraint)
+        # Elementwise: a mask passes through unchanged.
+        self.supports_masking = True
 
     def build(self, input_shape):
         self._axis = _utils.resolve_axis(self, self.axis, input_shape)

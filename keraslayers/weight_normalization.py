@@ -123,25 +123,42 @@ class _WeightNormMixin:
         # 128: see benchmarks/results).
         return v * self._unit_factors(v, fan_axis)[0]
 
-    def _data_dependent_init(self, inputs):
+    def _data_dependent_init(self, inputs, mask=None):
         """On the first training batch: g ← 1/σ[t], b ← −μ[t]/σ[t] for
         t = x·v/‖v‖ (before the activation), so the pre-activations start
-        with zero mean and unit variance per unit."""
+        with zero mean and unit variance per unit; under a mask, over the
+        unmasked positions only."""
         v = self._v_matrix()
         # t as a (rows, units) matrix: samples times positions by units.
         t = self._unit_outputs(inputs, v / _row_norm(v, self.epsilon))
         axes = [0]
+        weights = None
+        if mask is not None:
+            if len(mask.shape) != len(inputs.shape) - 1:
+                raise ValueError(
+                    f"{type(self).__name__}: expects a mask of the input's "
+                    "shape without its last axis. Received: mask.shape="
+                    f"{tuple(mask.shape)} for inputs of shape "
+                    f"{tuple(inputs.shape)}"
+                )
+            weights = ops.reshape(ops.cast(mask, t.dtype), (-1, 1))
         # Under a tf.distribute strategy, the statistics of the global
         # batch: replicas initializing from their own shares would each
         # compute other offsets, and the mirrored weights would get their
         # average, which standardizes no batch.
         context = _utils.replica_context(self, always=True)
-        mean, var = _utils.moments(ops.stop_gradient(t), axes, context=context)
+        mean, var = _utils.moments(
+            ops.stop_gradient(t), axes, weights=weights, context=context
+        )
         inv_std = self.init_scale * ops.rsqrt(var + 1e-6)
         # A batch with one row (one sample of a Dense layer) has no variance
         # to measure: 1/σ would be 1000. The initialization waits for the
         # first training batch with more than one row.
-        rows = _utils.reduced_count(t, axes)
+        rows = (
+            _utils.reduced_count(t, axes)
+            if weights is None
+            else ops.sum(weights)
+        )
         if context is not None:
             (rows,) = _utils.replica_sum(context, [rows])
         if t.shape[0] == 1:
@@ -176,9 +193,9 @@ class _WeightNormMixin:
             )
         )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         if self.data_init and training:
-            self._data_dependent_init(inputs)
+            self._data_dependent_init(inputs, mask)
         return super().call(inputs, training=training)
 
     def _weight_norm_config(self):

@@ -86,3 +86,61 @@ def test_the_mask_is_passed_on_in_a_model(name):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+# The layers that transform each position on its own pass the mask on, as
+# Keras's Dense does; FRN's ν² is the mean over a sample's unmasked steps.
+PASS_THROUGH = {
+    "WeightNormDense": lambda: kl.WeightNormDense(4),
+    "WeightNormDense data_init": lambda: kl.WeightNormDense(4, data_init=True),
+    "CenteredWeightNormDense": lambda: kl.CenteredWeightNormDense(4),
+    "WeightStandardizedDense": lambda: kl.WeightStandardizedDense(4),
+    "OrthogonalDense": lambda: kl.OrthogonalDense(4),
+    "TLU": lambda: kl.TLU(),
+    "FRN": lambda: kl.FilterResponseNormalization(),
+}
+
+
+@pytest.mark.parametrize("name", list(PASS_THROUGH))
+def test_a_per_position_layer_passes_the_mask_on(name):
+    x, mask = _padded_batch()
+    inputs = keras.Input((None, 4))
+    h = keras.layers.Masking(0.0)(inputs)
+    h = PASS_THROUGH[name]()(h)
+    model = keras.Model(inputs, keras.layers.LSTM(3)(h))
+    assert model.layers[2].supports_masking
+    model.compile("sgd", "mse")
+    model.fit(x, np.zeros((4, 3), "float32"), epochs=2, verbose=0)
+    longer = np.concatenate([x, np.zeros((4, 3, 4), "float32")], axis=1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(longer, training=False)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_frn_normalizes_each_sample_over_its_unmasked_steps():
+    x, mask = _padded_batch()
+    layer = kl.FilterResponseNormalization(epsilon=1e-3)
+    out = keras.ops.convert_to_numpy(layer(x, mask=mask))
+    for i, n in enumerate(mask.sum(1)):
+        valid = x[i, :n].astype("float64")
+        nu2 = (valid**2).mean(0)
+        expected = valid / np.sqrt(nu2 + 1e-3)
+        np.testing.assert_allclose(out[i, :n], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_norm_data_init_uses_the_unmasked_positions_only():
+    x, mask = _padded_batch()
+    masked = kl.WeightNormDense(3, data_init=True)
+    valid_only = kl.WeightNormDense(3, data_init=True)
+    masked.build((None, None, 4))
+    valid_only.build((None, 4))
+    valid_only.set_weights(masked.get_weights())
+    out = keras.ops.convert_to_numpy(masked(x, training=True, mask=mask))
+    # Standardized pre-activations over the valid rows: mean 0, variance 1.
+    ref = keras.ops.convert_to_numpy(valid_only(x[mask], training=True))
+    np.testing.assert_allclose(out[mask], ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ref.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(ref.var(0), 1.0, rtol=1e-3)
