@@ -22,8 +22,8 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
     y = γ · x / √(ν² + ε_eff) + β
     ```
 
-    with `ε_eff = |epsilon|`, or `epsilon + |ε_l|` with a trainable `ε_l`
-    when `learned_epsilon=True`. Training and inference compute the same
+    with `ε_eff = epsilon` (≥ 0; > 0 without a learned ε), or
+    `epsilon + |ε_l|` with a trainable `ε_l` when `learned_epsilon=True`. Training and inference compute the same
     function. Follow it with `TLU` (the paper's pairing).
 
     On a dense (rank-2) input ν² = x², so without a learned epsilon the
@@ -38,8 +38,8 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         axis: the channel axis; every other non-batch axis is reduced
             (default -1, channels last; pass `axis=1` for channels-first
             data).
-        epsilon: the fixed ε (its absolute value is used), or the lower
-            bound of the learned one.
+        epsilon: the fixed ε, a number ≥ 0 (a negative one is refused),
+            or the lower bound of the learned one.
         learned_epsilon: whether to add a trainable `|ε_l|` to `epsilon`.
         learned_epsilon_init: initial value of `ε_l` (paper: 1e-4).
         center: whether to add β.
