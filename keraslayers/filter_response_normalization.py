@@ -23,8 +23,9 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
     ```
 
     with `ε_eff = epsilon` (≥ 0; > 0 without a learned ε), or
-    `epsilon + |ε_l|` with a trainable `ε_l` when `learned_epsilon=True`. Training and inference compute the same
-    function. Follow it with `TLU` (the paper's pairing).
+    `epsilon + |ε_l|` with a trainable `ε_l` when `learned_epsilon=True`.
+    Training and inference compute the same function. Follow it with `TLU`
+    (the paper's pairing).
 
     On a dense (rank-2) input ν² = x², so without a learned epsilon the
     output is close to γ · sign(x) + β; the paper recommends the learned
@@ -65,6 +66,8 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
 
     Example:
 
+    >>> import keras
+    >>> from keraslayers import FilterResponseNormalization, TLU
     >>> block = keras.Sequential([
     ...     keras.Input((32, 32, 3)),
     ...     keras.layers.Conv2D(16, 3, padding="same"),
@@ -92,12 +95,12 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         super().__init__(**kwargs)
         _utils.check_layer_dtype(self)
         self.axis = _utils.check_axis_argument(self, axis)
-        self.epsilon = _utils.check_epsilon(self, epsilon)
+        self.epsilon = _utils.check_epsilon(self, epsilon, allow_zero=True)
         self.learned_epsilon = _utils.check_bool(
             self, "learned_epsilon", learned_epsilon
         )
         self.learned_epsilon_init = _utils.check_epsilon(
-            self, learned_epsilon_init, "learned_epsilon_init"
+            self, learned_epsilon_init, "learned_epsilon_init", allow_zero=True
         )
         if self.epsilon == 0.0 and not self.learned_epsilon:
             raise ValueError(
