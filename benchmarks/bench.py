@@ -196,10 +196,13 @@ WEIGHT_LAYERS = {
 }
 
 
-def _fit_group(kwargs, units):
-    """A requested group size capped at the layer's width."""
+def _fit_group(kwargs, units, fan_in):
+    """A requested group size capped at what the layer allows: the largest
+    divisor of the units that centered rows of this fan-in can make
+    orthonormal."""
     if "group_size" in kwargs:
-        return {**kwargs, "group_size": min(kwargs["group_size"], units)}
+        cap = keraslayers.orthogonal.default_group_size(units, fan_in)
+        return {**kwargs, "group_size": min(kwargs["group_size"], cap)}
     return kwargs
 
 
@@ -213,7 +216,7 @@ def weight_variants(sizes) -> list[Variant]:
                     f"weight_dense_{size_name}",
                     name,
                     lambda c=dense_cls, k=kwargs, u=units, s=dense_shape: (
-                        _around([c(u, **_fit_group(k, u))], s)
+                        _around([c(u, **_fit_group(k, u, s[-1]))], s)
                     ),
                     dense_shape,
                 )
@@ -228,7 +231,15 @@ def weight_variants(sizes) -> list[Variant]:
                     name,
                     lambda c=conv_cls, k=kwargs, f=filters, s=conv_shape: (
                         _around(
-                            [c(f, 3, padding="same", **_fit_group(k, f))], s
+                            [
+                                c(
+                                    f,
+                                    3,
+                                    padding="same",
+                                    **_fit_group(k, f, 9 * s[-1]),
+                                )
+                            ],
+                            s,
                         )
                     ),
                     conv_shape,

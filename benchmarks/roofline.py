@@ -94,7 +94,12 @@ def _kernel_side(layer, batch):
     # Orthogonal: groups of g rows (or columns) of the centered matrix Z.
     form = layer._resolved_form(units, fan_in)
     rows, cols = (units, fan_in) if form == "rows" else (fan_in, units)
-    g = min(getattr(layer, "group_size", None) or rows, rows)
+    if form == "rows":
+        g = layer.group_size or keraslayers.orthogonal.default_group_size(
+            units, fan_in, layer._revision
+        )
+    else:  # the columns of one group of all units, fan-in of them
+        g = min(layer.group_size or rows, rows)
     groups = rows / g
     products = 2 * 2 * rows * g * cols  # S = Z Zᵀ and W = B Z
     if layer.orthogonalization == "newton":

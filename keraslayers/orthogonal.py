@@ -22,9 +22,22 @@ ORTHOGONALIZATIONS = ("newton", "eigh")
 FORMS = ("auto", "rows", "columns")
 
 
-def default_group_size(units: int, fan_in: int) -> int:
-    """The largest divisor of `units` that is at most `fan_in`."""
-    return max(d for d in range(1, min(units, fan_in) + 1) if units % d == 0)
+# What a layer's config means. Revision 2 (this one): centered rows span
+# at most fan-in − 1 dimensions, so row groups have at most fan-in − 1 rows
+# and the column form centers each column over its group's units; ε is
+# relative to the group's mean eigenvalue. Revision 1, what a config saved
+# without a `revision` entry loads as: groups of up to fan-in rows, the
+# column form centered like the rows (as the official ONI code does), an
+# absolute ε. A saved model keeps the function it was saved with.
+REVISION = 2
+
+
+def default_group_size(units: int, fan_in: int, revision: int = REVISION):
+    """The largest divisor of `units` that is at most the number of
+    centered rows that can be orthonormal: fan-in − 1 (fan-in for a
+    revision-1 config)."""
+    limit = fan_in - 1 if revision >= 2 else fan_in
+    return max(d for d in range(1, min(units, limit) + 1) if units % d == 0)
 
 
 class _OrthogonalMixin(ScaleMixin):
@@ -66,6 +79,18 @@ class _OrthogonalMixin(ScaleMixin):
         self.epsilon = _utils.check_number(
             self, "epsilon", epsilon, minimum=0.0, strict_minimum=True
         )
+        self._revision = REVISION
+
+    @classmethod
+    def from_config(cls, config, *args, **kwargs):
+        config = dict(config)
+        # A config without `revision` was saved by revision 1 (see
+        # REVISION); one without `form` orthogonalized rows.
+        revision = config.pop("revision", 1)
+        config.setdefault("form", "rows")
+        layer = super().from_config(config, *args, **kwargs)
+        layer._revision = revision
+        return layer
 
     def _resolved_form(self, units, fan_in):
         if self.form != "auto":
@@ -74,32 +99,49 @@ class _OrthogonalMixin(ScaleMixin):
         # columns of a layer with more output units than fan-in; OWN's code
         # has rows only. An explicit `group_size` asks for row groups.
         tall = units > fan_in and self.group_size is None
+        if self._revision >= 2:
+            # Columns centered over a group's units span at most units − 1
+            # dimensions: fan-in of them need units > fan-in too.
+            tall = tall and units - 1 >= fan_in
         return (
             "columns" if tall and self.orthogonalization == "newton" else "rows"
         )
 
     def _build_reparameterization(self, units, fan_in):
         self._form = self._resolved_form(units, fan_in)
+        # Centering takes one dimension: fan-in − 1 centered rows, or (in
+        # the column form) fan-in columns centered over fan-in + 1 units.
+        centered = 1 if self._revision >= 2 else 0
+        if fan_in - centered < 1:
+            raise ValueError(
+                f"{type(self).__name__}: centered rows of fan-in 1 are zero; "
+                "orthogonalization needs a fan-in of at least 2. Received: "
+                f"fan_in={fan_in}"
+            )
         if self._form == "columns":
             size = self.group_size or units
-            if size < fan_in or units % size:
+            if size < fan_in + centered or units % size:
                 raise ValueError(
                     f"{type(self).__name__}: in the column form each group "
-                    f"of output units must have at least fan-in ({fan_in}) "
-                    f"rows, for its columns to be orthonormal, and divide "
-                    f"the units ({units}). Received: group_size="
+                    f"of output units must have at least fan-in + "
+                    f"{centered} ({fan_in + centered}) rows, for its "
+                    f"centered columns to be orthonormal, and divide the "
+                    f"units ({units}). Received: group_size="
                     f"{self.group_size}, form={self.form!r}"
                 )
             self._size = size
             self._groups = units // size
             self._build_scale(units)
             return
-        size = self.group_size or default_group_size(units, fan_in)
-        if size > fan_in:
+        size = self.group_size or default_group_size(
+            units, fan_in, self._revision
+        )
+        if size > fan_in - centered:
+            limit = fan_in - centered
             raise ValueError(
-                f"{type(self).__name__}: at most fan-in ({fan_in}) rows can "
-                f"be orthonormal, so `group_size` must be <= {fan_in}. "
-                f"Received: group_size={self.group_size}"
+                f"{type(self).__name__}: at most {limit} centered rows of "
+                f"fan-in {fan_in} can be orthonormal, so `group_size` must "
+                f"be <= {limit}. Received: group_size={self.group_size}"
             )
         if units % size:
             raise ValueError(
@@ -113,13 +155,31 @@ class _OrthogonalMixin(ScaleMixin):
 
     def _reparameterize(self, v):
         fan_in = v.shape[-1]
-        z = v - _utils.mean(v, [1], keepdims=True)
-        z = ops.reshape(z, (self._groups, self._size, fan_in))
         columns = self._form == "columns"
-        if columns:
-            # WᵀW = I instead of WWᵀ = I: the same computation on Zᵀ.
+        if columns and self._revision >= 2:
+            # WᵀW = I instead of WWᵀ = I: the same computation on Vᵀ, whose
+            # rows (V's columns within a group) are the ones centered.
+            z = ops.reshape(v, (self._groups, self._size, fan_in))
             z = ops.swapaxes(z, -1, -2)
+            z = z - _utils.mean(z, [2], keepdims=True)
+        else:
+            z = v - _utils.mean(v, [1], keepdims=True)
+            z = ops.reshape(z, (self._groups, self._size, fan_in))
+            if columns:
+                # Revision 1's column form: the rows centered, then Zᵀ.
+                z = ops.swapaxes(z, -1, -2)
         s = ops.matmul(z, ops.swapaxes(z, -1, -2))
+        if self._revision >= 2:
+            # ε relative to the group's mean eigenvalue tr(S)/n, so that W
+            # does not depend on V's scale (a small initializer or weight
+            # decay would otherwise let an absolute ε dominate S).
+            n = s.shape[-1]
+            trace = ops.sum(
+                ops.diagonal(s, axis1=-2, axis2=-1), axis=-1, keepdims=True
+            )
+            epsilon = self.epsilon * ops.expand_dims(trace, -1) / n
+        else:
+            epsilon = self.epsilon
         if self.orthogonalization == "eigh":
             _linalg.warn_if_slow_eigh(
                 self,
@@ -129,11 +189,15 @@ class _OrthogonalMixin(ScaleMixin):
             )
             # Eigenvalues below ε are treated as ε: a rank-deficient group
             # (e.g. a zero row) stays finite, a full-rank one is exact.
-            phi = _linalg.inverse_sqrt_eigh(s, floor=self.epsilon)
+            floor = epsilon
+            if self._revision >= 2:
+                # (groups, 1), against the eigenvalues' (groups, n).
+                floor = ops.stop_gradient(ops.squeeze(epsilon, -1))
+            phi = _linalg.inverse_sqrt_eigh(s, floor=floor)
         else:
             eye = ops.eye(s.shape[-1], dtype=s.dtype)
             phi, _ = _linalg.inverse_sqrt_newton(
-                s + self.epsilon * eye, self.num_iterations, norm="frobenius"
+                s + epsilon * eye, self.num_iterations, norm="frobenius"
             )
         w = ops.matmul(phi, z)
         if self.orthogonalization == "eigh":
@@ -150,6 +214,7 @@ class _OrthogonalMixin(ScaleMixin):
 
     def _orthogonal_config(self):
         return {
+            "revision": self._revision,
             "orthogonalization": self.orthogonalization,
             "num_iterations": self.num_iterations,
             "group_size": self.group_size,
@@ -162,14 +227,29 @@ class _OrthogonalMixin(ScaleMixin):
 _DOC = """
     The stored `kernel` weight is V; the `kernel` property is the effective
     W. Per group of `group_size` output units (rows of W in the papers'
-    (units, fan_in) notation), with Z the group's rows centered:
+    (units, fan_in) notation), with Z the group's rows centered (each row
+    minus its mean over the fan-in):
 
     ```
     OWN  ("eigh"):   S = Z Zᵀ = U Λ Uᵀ,  W = U Λ^{-1/2} Uᵀ Z
-    ONI  ("newton"): S = Z Zᵀ + εI,  S_N = S / ‖S‖_F,
+    ONI  ("newton"): S = Z Zᵀ + ε̄I,  S_N = S / ‖S‖_F,
                      B_0 = I,  B_{t+1} = 1.5 B_t − 0.5 B_t³ S_N  (t < T),
                      W = B_T Z / √‖S‖_F
     ```
+
+    with ε̄ = ε · tr(ZZᵀ)/n, `epsilon` relative to the mean eigenvalue of
+    the group's n × n matrix ZZᵀ (OWN floors its eigenvalues at ε̄), so
+    that W does not depend on V's scale: a small initializer or weight
+    decay on V leaves the groups as orthonormal as before.
+
+    **What is orthonormal.** OWN makes the rows of each group orthonormal,
+    W Wᵀ = I (times `scale`²), and orthogonal to the vector of ones:
+    centered rows span fan-in − 1 dimensions, so a group holds at most
+    fan-in − 1 rows, and W·1 = 0 (the layer ignores the mean of its input's
+    features, as the papers' centering intends). Rows of different groups
+    are not orthogonal to each other. ONI with T iterations approaches the
+    same; with the defaults (T = 5) its singular values are within a few
+    percent of 1 on well-conditioned groups, not exactly 1.
 
     times `scale` (1.414 by default, or learned per output unit). The
     defaults, T = 5 and 1.414, are the official ONI code's for
@@ -203,19 +283,25 @@ _DOC = """
     happens. JAX uses LAPACK.
 
     `group_size` rows are made orthonormal together, so it must be at most
-    the fan-in and divide the number of output units; the default is the
-    largest such divisor.
+    fan-in − 1 and divide the number of output units; the default is the
+    largest such divisor (64 units on fan-in 64: two groups of 32).
 
     More output units than fan-in: rows cannot all be orthonormal, but
-    columns can. `form="columns"` computes the same on Zᵀ, so that
-    WᵀW = I in each group (each group then needs at least fan-in rows; the
+    columns can. `form="columns"` computes the same on Vᵀ within each
+    group, its columns centered over the group's units, so that WᵀW = I
+    in each group (each group then needs at least fan-in + 1 units; the
     default is one group of all units). `form="auto"` (default) takes the
     column form where the official ONI code does, for "newton" when the
     units exceed the fan-in and no `group_size` is given, and row groups
-    otherwise; `form="rows"` always takes row groups (the only form before
-    this argument existed, and what a model saved then loads with). The
-    official column code skips the division of S by ‖S‖_F before its
-    iterations; here both forms normalize, so the iteration converges.
+    otherwise; `form="rows"` always takes row groups. The official column
+    code centers the rows, as in the row form, which leaves WᵀW = I − 11ᵀ/
+    fan-in rather than I, and skips the division of S by ‖S‖_F before its
+    iterations; here the columns are centered and both forms normalize, so
+    WᵀW = I and the iteration converges.
+
+    A model saved by an earlier version (its config has no `revision`)
+    loads with the function it was saved with: groups of up to fan-in
+    rows, the column form centered like the rows, an absolute ε.
 
     Args:
         orthogonalization: "newton" (ONI, default) or "eigh" (OWN).
@@ -225,7 +311,8 @@ _DOC = """
             WᵀW is made the identity (see above).
         scale: the scale (> 0), 1.414 by default.
         learnable_scale: whether to learn the scale per output unit.
-        epsilon: ONI's ε added to S, OWN's eigenvalue floor (> 0).
+        epsilon: ε (> 0), relative to the mean eigenvalue of ZZᵀ: ONI adds
+            ε̄I to S, OWN floors its eigenvalues at ε̄.
         layer_arguments: those of `keras.layers.Dense` or
             `keras.layers.Conv2D`.
 
@@ -245,6 +332,7 @@ class OrthogonalDense(_OrthogonalMixin, ReparameterizedDense):
 
     Example:
 
+    >>> from keraslayers import OrthogonalDense
     >>> layer = OrthogonalDense(64, orthogonalization="newton")
     """
 
@@ -276,11 +364,6 @@ class OrthogonalDense(_OrthogonalMixin, ReparameterizedDense):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._orthogonal_config()}
 
-    @classmethod
-    def from_config(cls, config):
-        # Configs saved before `form` existed orthogonalized rows.
-        return super().from_config({"form": "rows", **config})
-
 
 @keras.saving.register_keras_serializable(package="keraslayers")
 class OrthogonalConv2D(_OrthogonalMixin, ReparameterizedConv2D):
@@ -289,6 +372,7 @@ class OrthogonalConv2D(_OrthogonalMixin, ReparameterizedConv2D):
 
     Example:
 
+    >>> from keraslayers import OrthogonalConv2D
     >>> layer = OrthogonalConv2D(32, 3, padding="same")
     """
 
@@ -321,11 +405,6 @@ class OrthogonalConv2D(_OrthogonalMixin, ReparameterizedConv2D):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._orthogonal_config()}
 
-    @classmethod
-    def from_config(cls, config):
-        # Configs saved before `form` existed orthogonalized rows.
-        return super().from_config({"form": "rows", **config})
-
 
 @keras.saving.register_keras_serializable(package="keraslayers")
 class OrthogonalWeightNormalization(_OrthogonalMixin, KernelWrapper):
@@ -342,9 +421,9 @@ class OrthogonalWeightNormalization(_OrthogonalMixin, KernelWrapper):
     (WᵀW = I), for layers with more output units than fan-in, and
     `form="auto"` takes it where the official ONI code does ("newton",
     more units than fan-in, no `group_size`). `group_size` must be at most
-    the fan-in (rows) and divide the units; it defaults to the largest such
-    divisor. A depthwise kernel typically has more units (channels ×
-    multiplier) than fan-in (the kernel window).
+    fan-in − 1 (centered rows) and divide the units; it defaults to the
+    largest such divisor. A depthwise kernel typically has more units
+    (channels × multiplier) than fan-in (the kernel window).
 
     Args:
         @LAYER@
@@ -355,7 +434,8 @@ class OrthogonalWeightNormalization(_OrthogonalMixin, KernelWrapper):
             WᵀW is made the identity.
         scale: the scale (> 0), 1.414 by default.
         learnable_scale: whether to learn the scale per output unit.
-        epsilon: ONI's ε added to S, OWN's eigenvalue floor (> 0).
+        epsilon: ε (> 0), relative to the mean eigenvalue of ZZᵀ: ONI adds
+            ε̄I to S, OWN floors its eigenvalues at ε̄.
         **kwargs: base `Layer` arguments.
 
     @UNITS@
@@ -370,6 +450,9 @@ class OrthogonalWeightNormalization(_OrthogonalMixin, KernelWrapper):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keraslayers import OrthogonalWeightNormalization
     >>> layer = OrthogonalWeightNormalization(
     ...     keras.layers.Conv1D(8, 3), orthogonalization="eigh"
     ... )

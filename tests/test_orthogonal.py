@@ -31,6 +31,11 @@ def _polar(z):
     return u @ vt
 
 
+def _relative(z, eps=1e-5):
+    """The layer's ε: relative to the mean eigenvalue of ZZᵀ."""
+    return eps * np.trace(z @ z.T) / len(z)
+
+
 def _oni_singular_values(z, eps, num_iterations):
     """The closed form: b_T(λ/‖S‖_F)·√(λ − ε)/√‖S‖_F per eigenvalue λ."""
     s = z @ z.T + eps * np.eye(len(z))
@@ -116,7 +121,8 @@ def test_oni_singular_values_follow_the_scalar_newton_map(
     z = _centered_groups(layer)
     for g in range(layer._groups):
         got = np.sort(np.linalg.svd(w[g], compute_uv=False))
-        expected = SCALE * _oni_singular_values(z[g], 1e-5, 5)
+        eps = _relative(z[g])
+        expected = SCALE * _oni_singular_values(z[g], eps, 5)
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
     # T = 5 does not orthogonalize fully on a trained kernel: the test above
     # checks the closed form, not W Wᵀ = I.
@@ -136,7 +142,8 @@ def test_oni_with_many_iterations_approaches_own(num_iterations):
     # The paper's uncoupled iteration on the same kernel, in float32,
     # is what the coupled form replaces.
     z = _centered_groups(oni)[0].astype(np.float32)
-    s = z @ z.T + np.float32(1e-5) * np.eye(8, dtype=np.float32)
+    eps = np.float32(_relative(z))
+    s = z @ z.T + eps * np.eye(8, dtype=np.float32)
     s_n = s / np.linalg.norm(s)
     b = np.eye(8, dtype=np.float32)
     with np.errstate(all="ignore"):
@@ -229,9 +236,17 @@ def test_rejects_bad_arguments(kwargs, arg):
 
 def test_rejects_group_sizes_that_cannot_work():
     with pytest.raises(
-        ValueError, match=r"OrthogonalDense.*<= 5.*group_size=8"
+        ValueError, match=r"OrthogonalDense.*<= 4.*group_size=8"
     ):
         OrthogonalDense(8, group_size=8).build((None, 5))
+    # Centered rows of fan-in 5 span 4 dimensions: 5 rows cannot be
+    # orthonormal.
+    with pytest.raises(
+        ValueError, match=r"OrthogonalDense.*<= 4.*group_size=5"
+    ):
+        OrthogonalDense(10, group_size=5).build((None, 5))
+    with pytest.raises(ValueError, match=r"OrthogonalDense.*fan_in=1"):
+        OrthogonalDense(4, form="rows").build((None, 1))
     with pytest.raises(
         ValueError, match=r"OrthogonalDense.*\(6\).*group_size=4"
     ):
@@ -240,18 +255,55 @@ def test_rejects_group_sizes_that_cannot_work():
         OrthogonalConv2D(32, 1, group_size=32).build((None, 4, 4, 3))
 
 
-def test_default_group_size_is_the_largest_divisor_within_fan_in():
-    layer = OrthogonalDense(12, form="rows")
-    layer.build((None, 5))
-    assert (layer._size, layer._groups) == (4, 3)
+def test_default_group_size_is_the_largest_divisor_within_fan_in_minus_1():
+    """Centered rows span fan-in − 1 dimensions: the default groups are
+    the largest that can be orthonormal."""
+    for units, fan_in, size in [(12, 5, 4), (64, 64, 32), (64, 33, 32)]:
+        layer = OrthogonalDense(units, form="rows")
+        layer.build((None, fan_in))
+        assert (layer._size, layer._groups) == (size, units // size)
+
+
+@pytest.mark.parametrize("method", ["eigh", "newton"])
+@pytest.mark.parametrize("fan_in", [64, 32])
+def test_defaults_give_orthonormal_groups_at_any_scale_of_v(method, fan_in):
+    """At the defaults (64 units), every group is orthonormal: rows
+    (WWᵀ = I) or, in the column form, columns (WᵀW = I), and W does not
+    depend on V's scale (ε is relative)."""
+    init = keras.initializers.RandomNormal(stddev=1.0, seed=3)
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(fan_in, 64)).astype("float32")
+    ws = []
+    for stddev in (1.0, 1e-3):
+        layer = OrthogonalDense(
+            64,
+            orthogonalization=method,
+            num_iterations=12,
+            kernel_initializer=init,
+        )
+        layer.build((None, fan_in))
+        layer._kernel.assign(stddev * kernel)
+        if layer._form == "columns":
+            w, _ = _columns(layer)
+            blocks = [w]
+        else:
+            blocks = list(_groups(layer))
+        for block in blocks:
+            sv = np.linalg.svd(block, compute_uv=False) / SCALE
+            # float32 eigh to rounding; ONI's T = 12 converges to 1e-4.
+            tol = 1e-5 if method == "eigh" else 1e-3
+            np.testing.assert_allclose(sv, 1.0, atol=tol)
+        ws.append(keras.ops.convert_to_numpy(layer.kernel))
+    np.testing.assert_allclose(ws[0], ws[1], atol=1e-4)
 
 
 def _columns(layer):
-    """Effective W as (units, fan_in) float64, and its centered proxy."""
+    """Effective W as (units, fan_in) float64, and V with each column
+    centered over the units (the column form's Zᵀ, transposed back)."""
     w = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
     v = keras.ops.convert_to_numpy(layer._kernel).astype(np.float64)
     w, v = w.reshape(-1, w.shape[-1]).T, v.reshape(-1, v.shape[-1]).T
-    return w, v - v.mean(1, keepdims=True)
+    return w, v - v.mean(0, keepdims=True)
 
 
 @pytest.mark.parametrize(
@@ -261,39 +313,59 @@ def _columns(layer):
         (OrthogonalConv2D, {"filters": 24, "kernel_size": 2}, (2, 5, 5, 3)),
     ],
 )
-def test_more_units_than_fan_in_orthogonalizes_columns_like_oni(
-    cls, kwargs, shape
-):
-    """The official ONI code's column form, the default for "newton" when
-    the units exceed the fan-in: the singular values follow the scalar
-    Newton map on ZᵀZ, and with many iterations WᵀW = s²(I − 11ᵀ/fan_in)
-    (the centered rows leave the direction of ones out)."""
+def test_more_units_than_fan_in_orthogonalizes_columns(cls, kwargs, shape):
+    """The column form, the default for "newton" when the units exceed the
+    fan-in (as in the official ONI code): the singular values follow the
+    scalar Newton map on ZᵀZ for the columns centered over the units, and
+    with many iterations WᵀW = s²I."""
     layer = cls(**kwargs)
     train_briefly(layer, shape)
     assert layer._form == "columns" and layer._groups == 1
     w, z = _columns(layer)
     got = np.sort(np.linalg.svd(w, compute_uv=False))
-    expected = SCALE * _oni_singular_values(z.T, 1e-5, 5)
+    expected = SCALE * _oni_singular_values(z.T, _relative(z.T), 5)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
     many = cls(**kwargs, num_iterations=40)
     many.build(shape)
     many._kernel.assign(layer._kernel)
     w, _ = _columns(many)
-    fan_in = w.shape[1]
-    centering = np.eye(fan_in) - np.ones((fan_in, fan_in)) / fan_in
-    # float32 Newton–Schulz with the null direction floored at ε: measured
-    # 6e-4 (the row form's T = 40 test allows 1e-4 on W itself).
-    np.testing.assert_allclose(w.T @ w, SCALE**2 * centering, atol=2e-3)
+    np.testing.assert_allclose(
+        w.T @ w, SCALE**2 * np.eye(w.shape[1]), atol=2e-4
+    )
 
 
 def test_own_column_form_is_the_polar_factor():
     layer = OrthogonalDense(12, orthogonalization="eigh", form="columns")
     train_briefly(layer, (8, 5))
     w, z = _columns(layer)
-    u, sv, vt = np.linalg.svd(z, full_matrices=False)
-    rank = int(np.sum(sv > 1e-6 * sv[0]))  # the ones direction is null
-    polar = u[:, :rank] @ vt[:rank]
-    np.testing.assert_allclose(w, SCALE * polar, atol=1e-4)
+    np.testing.assert_allclose(w, SCALE * _polar(z), atol=1e-4)
+
+
+def test_a_config_saved_before_revision_2_keeps_its_function():
+    """Revision 1 (a config without `revision`): groups of up to fan-in
+    rows, the column form centered like the rows, an absolute ε. A model
+    saved then loads with the same W."""
+    rng = np.random.default_rng(0)
+    kernel = 1e-2 * rng.normal(size=(8, 16)).astype("float32")
+    config = OrthogonalDense(16).get_config()
+    assert config["revision"] == 2
+    del config["revision"]
+    old = OrthogonalDense.from_config(config)
+    old.build((None, 8))
+    old._kernel.assign(kernel)
+    assert (old._form, old._size) == ("columns", 16)
+    w, _ = _columns(old)
+    # Revision 1's column form: rows centered, so the ones direction is
+    # null, and ε = 1e-5 absolute.
+    z = kernel.T.astype(np.float64)
+    z = z - z.mean(1, keepdims=True)
+    expected = SCALE * _oni_singular_values(z.T, 1e-5, 5)
+    got = np.sort(np.linalg.svd(w, compute_uv=False))
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
+    assert got[0] < 1e-3
+    rows = OrthogonalDense.from_config({**config, "orthogonalization": "eigh"})
+    rows.build((None, 8))
+    assert (rows._form, rows._size, rows._revision) == ("rows", 8, 1)
 
 
 def test_form_defaults_and_old_configs():
@@ -341,9 +413,10 @@ def _fit_warnings(model, jit_compile):
 )
 def test_warns_about_a_large_eigh_compiled_by_tensorflow_xla(jit_compile):
     def model(size, orthogonalization="eigh"):
+        # Fan-in size + 1: the default row group is then all `size` units.
         return keras.Sequential(
             [
-                keras.Input((size,)),
+                keras.Input((size + 1,)),
                 OrthogonalDense(size, orthogonalization=orthogonalization),
             ]
         )

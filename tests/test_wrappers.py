@@ -142,7 +142,9 @@ def _polar(z):
 
 
 def _oni(z, eps, iterations):
-    s = z @ z.T + eps * np.eye(len(z))
+    # ε relative to the mean eigenvalue of ZZᵀ.
+    s = z @ z.T
+    s = s + eps * np.trace(s) / len(z) * np.eye(len(z))
     norm = np.linalg.norm(s)
     b = np.eye(len(z))
     for _ in range(iterations):
@@ -156,8 +158,9 @@ def _orthogonal_layout(units, fan_in, method, group_size=None, form="auto"):
         tall = units > fan_in and group_size is None
         form = "columns" if tall and method == "newton" else "rows"
     if group_size is None:
+        # Centered rows span fan-in − 1 dimensions.
         divisors = [
-            d for d in range(1, min(units, fan_in) + 1) if units % d == 0
+            d for d in range(1, min(units, fan_in - 1) + 1) if units % d == 0
         ]
         group_size = units if form == "columns" else max(divisors)
     return form, group_size
@@ -166,12 +169,14 @@ def _orthogonal_layout(units, fan_in, method, group_size=None, form="auto"):
 def _orth(v, s, method, iterations=5, eps=1e-5, **grouping):
     units, fan_in = v.shape
     form, size = _orthogonal_layout(units, fan_in, method, **grouping)
-    z = v - v.mean(1, keepdims=True)
-    out = np.empty_like(z)
+    out = np.empty_like(v)
     for start in range(0, units, size):
-        group = z[start : start + size]
+        group = v[start : start + size]
+        # Rows centered over the fan-in; in the column form, columns over
+        # the group's units.
         if form == "columns":
             group = group.T
+        group = group - group.mean(1, keepdims=True)
         w = _polar(group) if method == "eigh" else _oni(group, eps, iterations)
         out[start : start + size] = w.T if form == "columns" else w
     return s[:, None] * out
