@@ -9,7 +9,12 @@ from keraslayers._kernel_layers import (
     ReparameterizedDense,
 )
 from keraslayers._kernel_wrapper import KernelWrapper
-from keraslayers.folding import check_rewritable
+from keraslayers.folding import (
+    call_with_accepted_arguments,
+    check_rewritable,
+    copy_layer,
+    copy_weights,
+)
 
 
 def _plain_layer(layer):
@@ -53,9 +58,12 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     by a fresh layer of the wrapped layer's class and config, under the
     wrapper's name, holding the effective kernel (and, after WN's
     data-dependent initialization, the effective bias). Nested
-    Sequential and functional sub-models are exported inside; a subclassed
-    model cannot be rewritten and raises a `ValueError`. The input model is
-    not modified.
+    Sequential and functional sub-models are exported inside; every other
+    layer, custom layers holding sublayers among them, is copied from its
+    config under its own name, with its weights (a layer whose config does
+    not rebuild it raises a `ValueError` naming it). A subclassed model
+    cannot be rewritten and raises a `ValueError`. The input model is not
+    modified.
 
     Args:
         model: a built `keras.Sequential` or functional `keras.Model`.
@@ -81,23 +89,33 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     >>> deployable.save("model.keras")  # loads without keraslayers
     """
     check_rewritable(model, "export_inference_model")
-    weights = {}
-    nested = {}
+    # (new layer, its weights' values) and (layer, copy) pairs: weights go
+    # by identity, as a copy may not get its original's name back.
+    plain_layers = []
+    copies = []
 
     def clone(layer):
         if isinstance(layer, keras.Model):  # exported inside, recursively
-            nested[layer.name] = export_inference_model(layer)
-            return nested[layer.name]
+            return export_inference_model(layer)
         plain = _plain_layer(layer)
         if plain is None:
-            return layer.__class__.from_config(layer.get_config())
-        weights[layer.name] = _plain_weights(layer)
+            copy = copy_layer(layer, "export_inference_model")
+            copies.append((layer, copy))
+            return copy
+        plain_layers.append((plain, _plain_weights(layer)))
         return plain
 
-    new = keras.models.clone_model(model, clone_function=clone)
-    for layer in new.layers:
-        if layer.name in weights:
-            layer.set_weights(weights[layer.name])
-        elif layer.weights and not any(layer is m for m in nested.values()):
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+    new = keras.models.clone_model(
+        model,
+        clone_function=clone,
+        call_function=(
+            None
+            if isinstance(model, keras.Sequential)
+            else call_with_accepted_arguments
+        ),
+    )
+    for plain, values in plain_layers:
+        plain.set_weights(values)
+    for original, copy in copies:
+        copy_weights(original, copy, "export_inference_model")
     return new
