@@ -31,6 +31,15 @@ def lint():
             "trails",
         ),
         (
+            'nb.claim(a.mean() <= b.mean(), "A does not trail B")',
+            "does not trail",
+        ),
+        (
+            'nb.claim_verdict(a, b, "does not beat", names=("A", "B"), '
+            'statement="A does not trail B")',
+            "does not trail",
+        ),
+        (
             'nb.claim(bn2 < bn32 + 0.01, "BN at batch 2 stays within a point")',
             "two-sided",
         ),
@@ -59,6 +68,8 @@ def test_words_stronger_than_the_check_are_reported(lint, cell, why):
         'nb.claim_verdict(a, b, "cannot be ranked", names=("A", "B"))',
         'nb.claim_verdict(a, b, "trails on average", names=("A", "B"), '
         'statement="A trails B")',
+        'nb.claim_verdict(a, b, "does not trail", names=("A", "B"), '
+        'statement="A does not trail B")',
         'nb.claim(abs(bn2 - bn32) < 0.01, "BN at batch 2 stays within a '
         'point of batch 32")',
         'nb.claim(0.85 < m < 0.95 and s > 1, "about 0.9, and more")',

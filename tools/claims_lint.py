@@ -5,7 +5,8 @@ Some words promise more than a one-sided comparison of means can check:
 * "cannot be ranked", "indistinguishable" — the ranking verdict of that
   name (``nb.claim_verdict(..., "cannot be ranked")``), which also fails
   when one method's worst seed beats the other's best;
-* "trails" — a "trails ..." verdict, which fails when A beats B;
+* "trails" — a "trails ..." verdict, which fails when A beats B ("does
+  not trail": that verdict);
 * "within", "about", "far from" — a two-sided check (``nb.claim_within``,
   ``nb.claim_about``, or a condition on an absolute difference, a closeness
   test or a chained bound ``lo < x < hi``);
@@ -43,6 +44,7 @@ CLAIMS = ("claim", "claim_verdict", "claim_within", "claim_about")
 
 RANKED = re.compile(r"cannot be ranked|indistinguishable")
 TRAILS = re.compile(r"\btrail(s|ing)?\b")
+NOT_TRAIL = re.compile(r"\bdo(es)? not trail\b")
 TWO_SIDED = re.compile(r"\b(within|about|far from)\b")
 EVERY = re.compile(
     r"\b(every|all|each|never|none)\b(?=.*\b(seeds?|runs?)\b)"
@@ -148,7 +150,12 @@ def problems_in(source: str) -> list[tuple[int, str, str]]:
             wrong(
                 'says "cannot be ranked": use claim_verdict with that verdict'
             )
-        if TRAILS.search(words) and not (verdict or "").startswith("trails"):
+        if NOT_TRAIL.search(words):
+            if verdict != "does not trail":
+                wrong(
+                    'says "does not trail": use claim_verdict with that verdict'
+                )
+        elif TRAILS.search(words) and not (verdict or "").startswith("trails"):
             wrong('says "trails": use claim_verdict with a "trails" verdict')
         span = lines[max(call.lineno - 2, 0) : call.end_lineno]
         if any(ANNOTATION.search(line) for line in span):
