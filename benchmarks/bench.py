@@ -102,7 +102,11 @@ def activation_variants(conv_shape, dense_shape) -> list[Variant]:
             "keras_gn": lambda c=c: [
                 keras.layers.GroupNormalization(groups=min(32, c))
             ],
-            "brn": lambda: [keraslayers.BatchRenormalization()],
+            # Fixed bounds: the scheduled default adds a step counter and
+            # two ramps, which the recorded results did not time.
+            "brn": lambda: [
+                keraslayers.BatchRenormalization(r_max=3.0, d_max=5.0)
+            ],
             "frn": lambda shape=shape: [
                 keraslayers.FilterResponseNormalization(
                     learned_epsilon=len(shape) == 2

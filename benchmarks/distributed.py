@@ -46,7 +46,9 @@ BASELINE = "keras_bn"
 
 LAYERS = {
     "keras_bn": lambda sync: keras.layers.BatchNormalization(synchronized=sync),
-    "brn": lambda sync: keraslayers.BatchRenormalization(synchronized=sync),
+    "brn": lambda sync: keraslayers.BatchRenormalization(
+        r_max=3.0, d_max=5.0, synchronized=sync
+    ),
     "bkn": lambda sync: keraslayers.BatchKalmanNormalization(synchronized=sync),
     "dbn_g16": lambda sync: keraslayers.DecorrelatedBatchNormalization(
         group_size=16, synchronized=sync

@@ -61,8 +61,15 @@ def check_bool(layer, arg: str, value) -> bool:
     return bool(value)
 
 
-def check_epsilon(layer, value, arg: str = "epsilon") -> float:
-    return check_number(layer, arg, value, minimum=0.0)
+def check_epsilon(
+    layer, value, arg: str = "epsilon", *, allow_zero: bool = False
+) -> float:
+    """An ε added to a variance or a norm: finite and > 0, so that a
+    constant channel divides by √ε, not by 0 (`allow_zero` for FRN, whose
+    learned ε can keep the sum positive)."""
+    return check_number(
+        layer, arg, value, minimum=0.0, strict_minimum=not allow_zero
+    )
 
 
 def check_momentum(layer, value, arg: str = "momentum") -> float:

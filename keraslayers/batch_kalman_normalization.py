@@ -32,6 +32,10 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
     combined (μ, σ²) are used. With `prior_weight=0` the layer is batch
     normalization.
 
+    On JAX, `fit` updates the moving statistics only if a subclassed
+    model's `call` passes `training=training` on to this layer (README,
+    "Pitfalls").
+
     **Which formulation.** Both forms of the layer implement the
     official code's simplification (per-channel statistics, the mixture
     formula above, the gate at a ratio of 100, moving averages of the
@@ -84,7 +88,7 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
             `axis=1` for channels-first data, as with Keras's
             `BatchNormalization`).
         momentum: of the moving statistics (0.9, the code's decay).
-        epsilon: added to the variance (1e-5, the code's).
+        epsilon: added to the variance, > 0 (1e-5, the code's).
         prior_weight: p in [0, 1] (0.9, the code's value for micro-batches;
             the code uses 0.05 for large batches).
         gate_ratio: the prior is used while mean(σ̂² / σ_B²) is below this.
@@ -135,6 +139,8 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
 
     The running-estimate form, in any model:
 
+    >>> import keras
+    >>> from keraslayers import BatchKalmanNormalization
     >>> model = keras.Sequential([
     ...     keras.Input((16, 16, 3)),
     ...     keras.layers.Conv2D(8, 3, use_bias=False),
@@ -147,6 +153,8 @@ class BatchKalmanNormalization(_utils.AffineMixin, keras.layers.Layer):
     statistics on; the second layer's prior is them propagated through its
     convolution:
 
+    >>> import keras
+    >>> from keraslayers import BatchKalmanNormalization, KalmanTransition
     >>> inputs = keras.Input((16, 16, 3))
     >>> z = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
     >>> h, state = BatchKalmanNormalization(
@@ -486,6 +494,8 @@ class KalmanTransition(keras.layers.Wrapper):
 
     Example:
 
+    >>> import keras
+    >>> from keraslayers import KalmanTransition
     >>> conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
     >>> transition = KalmanTransition(conv)
     >>> h = keras.random.uniform((2, 8, 8, 3))

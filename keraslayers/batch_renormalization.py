@@ -27,9 +27,12 @@ class LinearRamp(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
 
+    >>> from keraslayers import LinearRamp
     >>> ramp = LinearRamp(1.0, 3.0, start_step=5000, end_step=40000)
     >>> float(ramp(22500))
     2.0
+    >>> ramp
+    LinearRamp(start_value=1.0, end_value=3.0, start_step=5000, end_step=40000)
     """
 
     def __init__(
@@ -53,6 +56,12 @@ class LinearRamp(keras.optimizers.schedules.LearningRateSchedule):
         span = max(self.end_step - self.start_step, 1)
         progress = ops.clip((step - self.start_step) / span, 0.0, 1.0)
         return self.start_value + (self.end_value - self.start_value) * progress
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(
+            f"{name}={value!r}" for name, value in self.get_config().items()
+        )
+        return f"{type(self).__name__}({arguments})"
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -81,9 +90,17 @@ def renorm_schedule(
     reach r_max = 3 at 40k steps, and d_max = 5 at 25k steps"); the paper
     does not give the shape of the relaxation, a linear ramp is used.
 
+    `BatchRenormalization()` uses this schedule by default; call it to
+    scale the milestones to a shorter run.
+
     Example:
 
-    >>> layer = BatchRenormalization(**renorm_schedule())
+    >>> from keraslayers import BatchRenormalization, renorm_schedule
+    >>> layer = BatchRenormalization(
+    ...     **renorm_schedule(hold_steps=500, r_max_steps=4000,
+    ...                       d_max_steps=2500))
+    >>> layer.r_max
+    LinearRamp(start_value=1.0, end_value=3.0, start_step=500, end_step=4000)
     """
     return {
         "r_max": LinearRamp(1.0, r_max, hold_steps, r_max_steps),
@@ -124,17 +141,38 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
     statistics from before the update of the current step.
 
     `r_max` and `d_max` are numbers or schedules (callables of the training
-    step, e.g. `LinearRamp`, or any Keras `LearningRateSchedule`);
-    `renorm_schedule()` returns the paper's. The layer counts its own
-    training calls in the non-trainable `step` weight, which is saved with
-    the model, so a reloaded model resumes its schedule. Scheduled values
-    are clamped at run time to r_max >= 1 and d_max >= 0.
+    step, e.g. `LinearRamp`, or any Keras `LearningRateSchedule`). By
+    default both follow the paper's schedule (`renorm_schedule()`): the
+    layer is batch normalization for its first 5000 training steps, while
+    the moving statistics settle, and the bounds then relax to r_max = 3
+    (step 40k) and d_max = 5 (step 25k). Fixed bounds from step 0 correct
+    towards moving statistics that still hold their initial values (0
+    and 1): with `r_max=3, d_max=5` a dense network's first epoch trains
+    worse than with batch normalization. For a shorter run, scale the
+    milestones (`renorm_schedule(hold_steps=...)`). The layer counts its
+    own training calls in the non-trainable `step` weight, which is saved
+    with the model, so a reloaded model resumes its schedule. Scheduled
+    values are clamped at run time to r_max >= 1 and d_max >= 0.
+
+    Compared with Keras 3's `BatchNormalization(renorm=True,
+    renorm_clipping=..., renorm_momentum=...)`: Keras keeps two sets of
+    statistics, the renorm ones (updated with `renorm_momentum`) for r
+    and d and the moving ones (updated with `momentum`) for inference,
+    where this layer keeps the paper's single set (the two coincide when
+    the momenta are equal); Keras's bounds are fixed numbers, and absent
+    by default (r and d unclipped), where here they follow a schedule; a
+    missing `"rmin"` means 0 in Keras and 1/r_max here.
 
     A batch that reduces over a single element per channel (a dense input
     with batch size 1) has σ_B² = 0: the layer then outputs γ·d + β, finite,
-    carrying no information about the batch's scale. Prefer a batch-free
+    carrying no information about the batch's scale (β alone while
+    d_max = 0, as during the schedule's first steps). Prefer a batch-free
     normalizer (`FilterResponseNormalization`, group or layer normalization)
     for such batches.
+
+    On JAX, `fit` updates the moving statistics only if a subclassed
+    model's `call` passes `training=training` on to this layer (README,
+    "Pitfalls").
 
     Args:
         axis: the channel axis (default -1, channels last; pass
@@ -142,15 +180,18 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             `BatchNormalization`).
         momentum: momentum of the moving statistics (the paper's 1 - α,
             α = 0.01).
-        epsilon: added to the batch variance.
-        r_max: bound of the scale correction r, >= 1, or a schedule.
-        d_max: bound of the shift correction d, >= 0, or a schedule.
+        epsilon: added to the batch variance; > 0.
+        r_max: bound of the scale correction r, >= 1, or a schedule;
+            None (default) means the paper's, `renorm_schedule()["r_max"]`.
+        d_max: bound of the shift correction d, >= 0, or a schedule;
+            None (default) means the paper's, `renorm_schedule()["d_max"]`.
         r_min: lower bound of r, in [0, 1], or a schedule; None (default)
             means 1/r_max, the paper's symmetric clipping.
-        renorm_clipping: Keras 2's form of the three bounds, a dict with
-            keys among "rmax", "rmin", "dmax" (a missing key means no
-            clipping on that side; rmin defaults to 1/rmax); pass it or
-            `r_max`/`r_min`/`d_max`, not both.
+        renorm_clipping: the three bounds in the form of Keras 3's
+            `BatchNormalization(renorm_clipping=...)`, a dict with keys
+            among "rmax", "rmin", "dmax" (a missing "rmax" or "dmax" means
+            no clipping on that side; a missing "rmin" means 1/rmax, where
+            Keras takes 0); pass it or `r_max`/`r_min`/`d_max`, not both.
         center: whether to add the offset β.
         scale: whether to multiply by γ.
         beta_initializer, gamma_initializer: initializers of β and γ.
@@ -184,10 +225,12 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
 
     Example:
 
+    >>> import keras
+    >>> from keraslayers import BatchRenormalization
     >>> model = keras.Sequential([
     ...     keras.Input((32,)),
     ...     keras.layers.Dense(64, use_bias=False),
-    ...     BatchRenormalization(**renorm_schedule()),
+    ...     BatchRenormalization(),
     ...     keras.layers.ReLU(),
     ... ])
     """
@@ -197,8 +240,8 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         axis: int = -1,
         momentum: float = 0.99,
         epsilon: float = 1e-3,
-        r_max=3.0,
-        d_max=5.0,
+        r_max=None,
+        d_max=None,
         r_min=None,
         renorm_clipping=None,
         center: bool = True,
@@ -229,6 +272,11 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
             r_max, r_min, d_max = self._from_renorm_clipping(
                 renorm_clipping, r_max, r_min, d_max
             )
+        # The paper's schedule by default: fixed bounds from step 0 would
+        # correct towards moving statistics that have not moved yet.
+        paper = renorm_schedule()
+        r_max = paper["r_max"] if r_max is None else r_max
+        d_max = paper["d_max"] if d_max is None else d_max
         self.r_max = self._check_limit("r_max", r_max, minimum=1.0)
         self.d_max = self._check_limit("d_max", d_max, minimum=0.0)
         self.r_min = (
@@ -258,9 +306,9 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
         self.autocast = False
 
     def _from_renorm_clipping(self, clipping, r_max, r_min, d_max):
-        """Keras 2's `renorm_clipping={"rmax": .., "rmin": .., "dmax": ..}`
-        (a missing key means no clipping there; rmin defaults to 1/rmax),
-        as an alternative to `r_max`, `r_min` and `d_max`."""
+        """Keras 3's `renorm_clipping={"rmax": .., "rmin": .., "dmax": ..}`
+        (a missing "rmax" or "dmax" means no clipping there; rmin defaults
+        to 1/rmax), as an alternative to `r_max`, `r_min` and `d_max`."""
         name = type(self).__name__
         if not isinstance(clipping, dict) or set(clipping) - {
             "rmax",
@@ -272,7 +320,7 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
                 f"'rmax', 'rmin', 'dmax'. Received: renorm_clipping="
                 f"{clipping!r}"
             )
-        if (r_max, r_min, d_max) != (3.0, None, 5.0):
+        if (r_max, r_min, d_max) != (None, None, None):
             raise ValueError(
                 f"{name}: pass either `renorm_clipping` or `r_max`, `r_min` "
                 f"and `d_max`, not both. Received: renorm_clipping="
@@ -298,9 +346,7 @@ class BatchRenormalization(_utils.AffineMixin, keras.layers.Layer):
                     )
                     raise ValueError(
                         f"{type(self).__name__}: the `{arg}` schedule must "
-                        f"stay {bounds}. Received: {arg}={value!r} "
-                        f"(start_value={value.start_value}, "
-                        f"end_value={value.end_value})"
+                        f"stay {bounds}. Received: {arg}={value!r}"
                     )
             return value
         if maximum is not None:

@@ -73,6 +73,11 @@ def export_inference_model(model: keras.Model) -> keras.Model:
 
     Example:
 
+    >>> import os
+    >>> import tempfile
+    >>> import keras
+    >>> from keraslayers import (
+    ...     OrthogonalDense, WeightNormDense, export_inference_model)
     >>> model = keras.Sequential([
     ...     keras.Input((16,)),
     ...     OrthogonalDense(8, orthogonalization="newton"),
@@ -86,7 +91,12 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     >>> bool(keras.ops.all(keras.ops.isclose(
     ...     deployable(x), model(x), atol=1e-5)))
     True
-    >>> deployable.save("model.keras")  # loads without keraslayers
+    >>> with tempfile.TemporaryDirectory() as directory:
+    ...     path = os.path.join(directory, "model.keras")
+    ...     deployable.save(path)  # loads without keraslayers
+    ...     restored = keras.saving.load_model(path)
+    >>> [type(layer).__name__ for layer in restored.layers]
+    ['Dense', 'ReLU', 'Dense']
     """
     check_rewritable(model, "export_inference_model")
     # (new layer, its weights' values) and (layer, copy) pairs: weights go

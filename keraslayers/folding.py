@@ -439,6 +439,8 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
 
     Example:
 
+    >>> import keras
+    >>> from keraslayers import BatchRenormalization, fold_batch_normalization
     >>> model = keras.Sequential([
     ...     keras.Input((16,)),
     ...     keras.layers.Dense(8, use_bias=False),

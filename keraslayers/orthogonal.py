@@ -5,6 +5,7 @@ kernel."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -120,15 +121,16 @@ class _OrthogonalMixin(ScaleMixin):
             )
         if self._form == "columns":
             size = self.group_size or units
-            if size < fan_in + centered or units % size:
+            if size < fan_in or units % size:
                 raise ValueError(
                     f"{type(self).__name__}: in the column form each group "
-                    f"of output units must have at least fan-in + "
-                    f"{centered} ({fan_in + centered}) rows, for its "
-                    f"centered columns to be orthonormal, and divide the "
-                    f"units ({units}). Received: group_size="
+                    f"of output units must have at least fan-in "
+                    f"({fan_in}) rows, for its columns to be orthonormal, "
+                    f"and divide the units ({units}). Received: group_size="
                     f"{self.group_size}, form={self.form!r}"
                 )
+            if size < fan_in + centered:
+                self._warn_rank_deficient(size, "columns", fan_in)
             self._size = size
             self._groups = units // size
             self._build_scale(units)
@@ -136,13 +138,15 @@ class _OrthogonalMixin(ScaleMixin):
         size = self.group_size or default_group_size(
             units, fan_in, self._revision
         )
-        if size > fan_in - centered:
-            limit = fan_in - centered
+        if size > fan_in:
             raise ValueError(
-                f"{type(self).__name__}: at most {limit} centered rows of "
-                f"fan-in {fan_in} can be orthonormal, so `group_size` must "
-                f"be <= {limit}. Received: group_size={self.group_size}"
+                f"{type(self).__name__}: at most fan-in ({fan_in}) rows can "
+                f"be orthonormal, so `group_size` must be <= {fan_in} "
+                f"(<= {fan_in - 1} for centered rows). Received: "
+                f"group_size={self.group_size}"
             )
+        if size > fan_in - centered:
+            self._warn_rank_deficient(size, "rows", fan_in)
         if units % size:
             raise ValueError(
                 f"{type(self).__name__}: `group_size` must divide the number "
@@ -152,6 +156,19 @@ class _OrthogonalMixin(ScaleMixin):
         self._size = size
         self._groups = units // size
         self._build_scale(units)
+
+    def _warn_rank_deficient(self, size, form, fan_in):
+        # A legitimate choice (the papers allow groups of fan-in rows), but
+        # not what the docstring's W Wᵀ = I promises: say so once, at build.
+        gram = "W Wᵀ" if form == "rows" else "Wᵀ W"
+        warnings.warn(
+            f"{type(self).__name__}: a group of {size} centered {form} "
+            f"on fan-in {fan_in} spans {size - 1} dimensions, so one "
+            f"direction of each group stays at zero ({gram} has a zero "
+            f"eigenvalue, not only ones). group_size={size} was asked for; "
+            f"the default groups are orthonormal.",
+            stacklevel=3,
+        )
 
     def _reparameterize(self, v):
         fan_in = v.shape[-1]
@@ -282,9 +299,11 @@ _DOC = """
     slower than without XLA at 512 on a CPU); the layer warns when that
     happens. JAX uses LAPACK.
 
-    `group_size` rows are made orthonormal together, so it must be at most
-    fan-in − 1 and divide the number of output units; the default is the
-    largest such divisor (64 units on fan-in 64: two groups of 32).
+    `group_size` rows are made orthonormal together; it must divide the
+    number of output units, and the default is the largest divisor within
+    fan-in − 1 (64 units on fan-in 64: two groups of 32). A group of
+    fan-in rows, as the papers allow, is accepted with a warning: one
+    direction of each such group stays at zero.
 
     More output units than fan-in: rows cannot all be orthonormal, but
     columns can. `form="columns"` computes the same on Vᵀ within each
@@ -420,10 +439,11 @@ class OrthogonalWeightNormalization(_OrthogonalMixin, KernelWrapper):
     `form="columns"` makes the columns of each group orthonormal instead
     (WᵀW = I), for layers with more output units than fan-in, and
     `form="auto"` takes it where the official ONI code does ("newton",
-    more units than fan-in, no `group_size`). `group_size` must be at most
-    fan-in − 1 (centered rows) and divide the units; it defaults to the
-    largest such divisor. A depthwise kernel typically has more units
-    (channels × multiplier) than fan-in (the kernel window).
+    more units than fan-in, no `group_size`). `group_size` must divide the
+    units; it defaults to the largest divisor within fan-in − 1 (centered
+    rows), and a group of fan-in rows is accepted with a warning. A
+    depthwise kernel typically has more units (channels × multiplier) than
+    fan-in (the kernel window).
 
     Args:
         @LAYER@

@@ -218,6 +218,10 @@ class WeightNormDense(_WeightNormMixin, ReparameterizedDense):
     the pre-activations start standardized (the paper's data-dependent
     initialization); it needs `use_bias=True`.
 
+    On JAX, `fit` runs the data-dependent initialization only if a
+    subclassed model's `call` passes `training=training` on to this layer
+    (README, "Pitfalls").
+
     Args:
         units: output dimension, as in `keras.layers.Dense`.
         data_init: data-dependent initialization on the first training call.
@@ -243,6 +247,7 @@ class WeightNormDense(_WeightNormMixin, ReparameterizedDense):
 
     Example:
 
+    >>> from keraslayers import WeightNormDense
     >>> layer = WeightNormDense(64, activation="relu", data_init=True)
     """
 
@@ -270,6 +275,10 @@ class WeightNormConv2D(_WeightNormMixin, ReparameterizedConv2D):
     arguments of `keras.layers.Conv2D` (`filters`, `kernel_size`,
     `strides`, `padding`, `data_format`, `dilation_rate`, `groups`).
 
+    On JAX, `fit` runs the data-dependent initialization only if a
+    subclassed model's `call` passes `training=training` on to this layer
+    (README, "Pitfalls").
+
     Input shape:
         4-D, channels last or first. Output: as `keras.layers.Conv2D`.
 
@@ -280,6 +289,7 @@ class WeightNormConv2D(_WeightNormMixin, ReparameterizedConv2D):
 
     Example:
 
+    >>> from keraslayers import WeightNormConv2D
     >>> layer = WeightNormConv2D(32, 3, padding="same")
     """
 
@@ -368,6 +378,7 @@ class CenteredWeightNormDense(_CenteredMixin, ReparameterizedDense):
 
     Example:
 
+    >>> from keraslayers import CenteredWeightNormDense
     >>> layer = CenteredWeightNormDense(64, activation="relu")
     """
 
@@ -397,6 +408,7 @@ class CenteredWeightNormConv2D(_CenteredMixin, ReparameterizedConv2D):
 
     Example:
 
+    >>> from keraslayers import CenteredWeightNormConv2D
     >>> layer = CenteredWeightNormConv2D(32, 3, padding="same")
     """
 
@@ -437,6 +449,10 @@ class WeightNormalization(_WeightNormMixin, KernelWrapper):
     pointwise kernel mixes the depthwise units) and for an EinsumDense whose
     `bias_axes` are not exactly the kernel's output axes.
 
+    On JAX, `fit` runs the data-dependent initialization only if a
+    subclassed model's `call` passes `training=training` on to this layer
+    (README, "Pitfalls").
+
     Args:
         @LAYER@
         data_init: data-dependent initialization on the first training call.
@@ -454,6 +470,9 @@ class WeightNormalization(_WeightNormMixin, KernelWrapper):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keraslayers import WeightNormalization
     >>> layer = WeightNormalization(
     ...     keras.layers.Conv2DTranspose(8, 3, activation="relu"),
     ...     data_init=True,
@@ -515,6 +534,9 @@ class CenteredWeightNormalization(_CenteredMixin, KernelWrapper):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keraslayers import CenteredWeightNormalization
     >>> layer = CenteredWeightNormalization(
     ...     keras.layers.EinsumDense("...d,dhk->...hk", (4, 8)),
     ...     learnable_scale=True,

@@ -107,6 +107,7 @@ class WeightStandardizedDense(_StandardizedMixin, ReparameterizedDense):
 
     Example:
 
+    >>> from keraslayers import WeightStandardizedDense
     >>> layer = WeightStandardizedDense(64, scaled=True)
     """
 
@@ -132,6 +133,7 @@ class WeightStandardizedConv2D(_StandardizedMixin, ReparameterizedConv2D):
 
     Example:
 
+    >>> from keraslayers import WeightStandardizedConv2D
     >>> layer = WeightStandardizedConv2D(32, 3, padding="same")
     """
 
@@ -186,6 +188,9 @@ class WeightStandardization(_StandardizedMixin, KernelWrapper):
 
     Example:
 
+    >>> import keras
+    >>> import numpy as np
+    >>> from keraslayers import WeightStandardization
     >>> layer = WeightStandardization(
     ...     keras.layers.DepthwiseConv2D(3, depth_multiplier=2), scaled=True
     ... )

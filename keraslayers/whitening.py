@@ -467,6 +467,10 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
     a single sample whitens to zero (β), finite, and, carrying no
     covariance, leaves the moving mean and moving Φ unchanged.
 
+    On JAX, `fit` updates the moving statistics only if a subclassed
+    model's `call` passes `training=training` on to this layer (README,
+    "Pitfalls").
+
     Cost: one eigendecomposition per group per training step. TensorFlow's
     XLA compiles it into a slow Jacobi iteration from about 128 channels
     per group on (13× slower than without XLA at 128 on a CPU); the layer
@@ -510,6 +514,8 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
 
     Example:
 
+    >>> import keras
+    >>> from keraslayers import DecorrelatedBatchNormalization
     >>> layer = DecorrelatedBatchNormalization(group_size=16)
     >>> y = layer(keras.random.normal((64, 32)), training=True)
     """
@@ -576,6 +582,10 @@ class IterativeNormalization(_GroupWhitening):
     batch of a single sample carries no covariance and leaves the moving
     mean and moving Φ unchanged.
 
+    On JAX, `fit` updates the moving statistics only if a subclassed
+    model's `call` passes `training=training` on to this layer (README,
+    "Pitfalls").
+
     Args:
         group_size: channels per whitened group (default 64, the paper's).
         num_iterations: T, >= 0 (default 5).
@@ -599,6 +609,8 @@ class IterativeNormalization(_GroupWhitening):
 
     Example:
 
+    >>> import keras
+    >>> from keraslayers import IterativeNormalization
     >>> layer = IterativeNormalization(group_size=16, num_iterations=5)
     >>> y = layer(keras.random.normal((8, 4, 4, 32)), training=True)
     """

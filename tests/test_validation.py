@@ -25,6 +25,21 @@ def test_non_finite_epsilon_is_refused(make, value):
         make(epsilon=value)
 
 
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("make", ACTIVATION_LAYERS[:4], ids=NAMES[:4])
+@pytest.mark.parametrize("value", [0.0, 0, -1e-3])
+def test_a_non_positive_epsilon_is_refused(make, value):
+    # One rule for every ε added to a batch variance: > 0, so a constant
+    # channel divides by √ε rather than 0 (FRN alone takes 0, with a
+    # learned ε).
+    name = type(make()).__name__
+    with pytest.raises(ValueError) as info:
+        make(epsilon=value)
+    message = str(info.value)
+    assert message.startswith(f"{name}: `epsilon` must be > 0"), message
+    assert message.endswith(f"Received: epsilon={value!r}"), message
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -54,7 +54,10 @@ def _layers(synchronized):
     flag = {"synchronized": synchronized}
     return {
         "BN (Keras)": lambda: keras.layers.BatchNormalization(**flag),
-        "BRN": lambda: keraslayers.BatchRenormalization(**flag),
+        # Fixed bounds (the paper's final ones), as the comparison was built.
+        "BRN": lambda: keraslayers.BatchRenormalization(
+            r_max=3.0, d_max=5.0, **flag
+        ),
         "BKN": lambda: keraslayers.BatchKalmanNormalization(**flag),
         "DBN, groups of 8": lambda: keraslayers.DecorrelatedBatchNormalization(
             group_size=8, **flag
