@@ -63,6 +63,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/canonical_chapters.py --check
 	$(BIN)/python tools/claims_lint.py
+	$(BIN)/python tools/page_metrics.py --check
 
 # Debian's Chromium for the browser tests (Playwright never downloads one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -43,16 +43,22 @@ def test_the_key_follows_the_backend_and_the_seed_offset(tool, monkeypatch):
     assert tool.inputs_key() != jax
 
 
-def test_the_key_follows_the_library_and_normbook(tool, tmp_path):
+def test_the_key_follows_the_library_normbook_and_data(tool, tmp_path):
     for folder in ("keraslayers", "book/normbook"):
         shutil.copytree(
             ROOT / folder,
             tmp_path / folder,
             ignore=shutil.ignore_patterns("__pycache__"),
         )
+    for data in (ROOT / "book").glob("*.yaml"):
+        shutil.copy(data, tmp_path / "book" / data.name)
     before = tool.inputs_key(tmp_path)
     assert before == tool.inputs_key(ROOT)
-    for source in ("keraslayers/__init__.py", "book/normbook/__init__.py"):
+    for source in (
+        "keraslayers/__init__.py",
+        "book/normbook/__init__.py",
+        "book/ch15_choices.yaml",
+    ):
         path = tmp_path / source
         original = path.read_text()
         path.write_text(original + "\n# changed\n")

@@ -80,12 +80,17 @@ def toc_chapters() -> list[Path]:
 
 
 def inputs_key(root: Path = ROOT) -> str:
-    """A hash of what the chapters' outputs depend on besides their cells."""
+    """A hash of what the chapters' outputs depend on besides their cells:
+    keraslayers, normbook, the chapters' data files, the environment."""
     digest = hashlib.sha256()
     for folder in ("keraslayers", "book/normbook"):
         for path in sorted((root / folder).rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
+    # Data files the chapters read (ch15's decision table).
+    for path in sorted((root / "book").glob("*.yaml")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
     for name in ENVIRONMENT:
         digest.update(f"{name}={os.environ.get(name, '')}\n".encode())
     return digest.hexdigest()
