@@ -14,6 +14,8 @@ from keraslayers.folding import (
     check_rewritable,
     copy_layer,
     copy_weights,
+    is_rewritable,
+    keep_subclassed,
 )
 
 
@@ -105,8 +107,10 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     copies = []
 
     def clone(layer):
-        if isinstance(layer, keras.Model):  # exported inside, recursively
-            return export_inference_model(layer)
+        if isinstance(layer, keras.Model) and is_rewritable(layer):
+            return export_inference_model(layer)  # inside, recursively
+        if isinstance(layer, keras.Model):
+            keep_subclassed(layer, "export_inference_model")
         plain = _plain_layer(layer)
         if plain is None:
             copy = copy_layer(layer, "export_inference_model")

@@ -63,6 +63,22 @@ def inference_affine(layer) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
+def is_rewritable(model) -> bool:
+    """Sequential or functional: a graph of layers that can be rebuilt."""
+    return isinstance(model, keras.Sequential) or hasattr(model, "_operations")
+
+
+def keep_subclassed(model, function: str) -> None:
+    """Warns that a subclassed sub-model is copied as it is."""
+    warnings.warn(
+        f"{function}: `{model.name}` ({type(model).__name__}) is a "
+        "subclassed model, whose `call` is Python code, not a graph of "
+        "layers: it is copied as it is, with its weights, and nothing "
+        "inside it is rewritten. The rest of the model is.",
+        stacklevel=3,
+    )
+
+
 def check_rewritable(model, function: str) -> None:
     """A model these rewrites can handle: built, and Sequential or
     functional. A subclassed model's `call` is Python code, not a layer
@@ -72,9 +88,7 @@ def check_rewritable(model, function: str) -> None:
             f"{function}: expects a built keras Model. Received: "
             f"model={model!r}"
         )
-    if not isinstance(model, keras.Sequential) and not hasattr(
-        model, "_operations"
-    ):
+    if not is_rewritable(model):
         raise ValueError(
             f"{function}: cannot rewrite a subclassed model: its `call` is "
             "Python code, not a graph of layers. Build it with the "
@@ -427,7 +441,8 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
     their config under their own name, with their weights, and what they
     hold is not folded; a layer whose copy does not rebuild its weights
     raises a `ValueError` naming it. A subclassed model cannot be
-    rewritten and raises a `ValueError`. The input model is not modified;
+    rewritten and raises a `ValueError`; one inside the model is copied
+    as it is, with a warning. The input model is not modified;
     the result is meant for inference.
 
     Args:
@@ -463,8 +478,11 @@ def fold_batch_normalization(model: keras.Model) -> keras.Model:
     nested = {
         id(layer): fold_batch_normalization(layer)
         for layer in model.layers
-        if isinstance(layer, keras.Model)
+        if isinstance(layer, keras.Model) and is_rewritable(layer)
     }
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and not is_rewritable(layer):
+            keep_subclassed(layer, "fold_batch_normalization")
     folded_norms = {id(norm) for _, norm, _ in pairs}
     folded = {id(linear): _folded(plain, norm) for linear, norm, plain in pairs}
     # Weights are copied from layer to copy by identity, not by name: a

@@ -537,3 +537,49 @@ def test_weight_normalized_layer_in_a_functional_model_folds():
     _assert_same_predictions(
         keraslayers.export_inference_model(folded), model, x
     )
+
+
+class _SubclassedHead(keras.Model):
+    """A subclassed sub-model: its `call` is code, with a BN inside."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4, use_bias=False)
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return self.norm(self.dense(x), training=training)
+
+
+@pytest.mark.parametrize("rewrite", ["fold", "export"])
+def test_a_subclassed_sub_model_is_kept_and_the_rest_rewritten(rewrite):
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((3,))
+    h = keraslayers.WeightNormDense(5, use_bias=False)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    outputs = _SubclassedHead()(h)
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers + model.layers[-1].layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
+            layer.gamma.assign(rng.uniform(0.5, 2, size=layer.gamma.shape))
+    function = {
+        "fold": fold_batch_normalization,
+        "export": keraslayers.export_inference_model,
+    }[rewrite]
+    with pytest.warns(UserWarning, match=r"`.*` \(_SubclassedHead\).*as it is"):
+        new = function(model)
+    x = rng.normal(size=(6, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(new(x, training=False)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    kinds = [type(layer).__name__ for layer in new.layers]
+    # The top-level pair is rewritten; the sub-model is a copy, not the
+    # original object, and keeps its own BN.
+    assert "WeightNormDense" not in kinds
+    if rewrite == "fold":
+        assert "BatchNormalization" not in kinds
+    assert new.layers[-1] is not model.layers[-1]
