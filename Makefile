@@ -21,11 +21,14 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check 
 	clean lock browser bench bench-authors
 
 $(STAMP): pyproject.toml constraints.txt book/ipython_kernel_config.py \
-		book/jupyterlab_overrides.json
+		book/jupyter_server_config.py book/jupyterlab_overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -c constraints.txt -e ".[test,book]"
 	install -D -m 644 book/ipython_kernel_config.py \
 		$(VENV)/etc/ipython/ipython_kernel_config.py
+	# `make lab`: a chapter opens without an "unsaved" mark (see the file).
+	install -D -m 644 book/jupyter_server_config.py \
+		$(VENV)/etc/jupyter/jupyter_server_config.py
 	# JupyterLab opens the chapters' .md files as notebooks (jupytext).
 	install -D -m 644 book/jupyterlab_overrides.json \
 		$(VENV)/share/jupyter/lab/settings/overrides.json

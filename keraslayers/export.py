@@ -9,6 +9,10 @@ from keraslayers._kernel_layers import (
     ReparameterizedDense,
 )
 from keraslayers._kernel_wrapper import KernelWrapper
+from keraslayers.batch_kalman_normalization import (
+    BatchKalmanNormalization,
+    KalmanTransition,
+)
 from keraslayers.folding import (
     call_with_accepted_arguments,
     check_rewritable,
@@ -45,6 +49,38 @@ def _plain_weights(layer):
     return [kernel.astype(dtype), bias.astype(dtype)]
 
 
+def _priors_feed_only_bkn(model) -> bool:
+    """Whether every `KalmanTransition`'s prior in the graph of `model` is
+    only ever the `prior` argument of a `BatchKalmanNormalization`, which
+    in inference does not read it: then the transitions can go."""
+    nodes = [node for level in model._nodes_by_depth.values() for node in level]
+    priors = {
+        id(node.outputs[1])
+        for node in nodes
+        if isinstance(node.operation, KalmanTransition)
+    }
+    if not priors:
+        return False
+    if priors & {id(t) for t in model.outputs}:
+        return False
+    for node in nodes:
+        if not priors & {id(t) for t in node.input_tensors}:
+            continue
+        if not isinstance(node.operation, BatchKalmanNormalization):
+            return False
+        positional = keras.tree.flatten(node.arguments.args)
+        if priors & {id(t) for t in positional}:
+            return False
+        others = {
+            key: value
+            for key, value in node.arguments.kwargs.items()
+            if key != "prior"
+        }
+        if priors & {id(t) for t in keras.tree.flatten(others)}:
+            return False
+    return True
+
+
 def export_inference_model(model: keras.Model) -> keras.Model:
     """Replaces every weight-normalized layer by the plain Keras layer
     holding its effective kernel, for inference.
@@ -59,7 +95,12 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     `OrthogonalWeightNormalization`, `WeightStandardization`) are replaced
     by a fresh layer of the wrapped layer's class and config, under the
     wrapper's name, holding the effective kernel (and, after WN's
-    data-dependent initialization, the effective bias). Nested
+    data-dependent initialization, the effective bias). A
+    `KalmanTransition` becomes a copy of its wrapped layer under its own
+    name, and the `BatchKalmanNormalization` that took its prior is called
+    without one (in inference it uses its moving averages and never reads
+    the prior), when the priors go nowhere else; otherwise the transitions
+    are kept. Nested
     Sequential and functional sub-models are exported inside; every other
     layer, custom layers holding sublayers among them, is copied from its
     config under its own name, with its weights (a layer whose config does
@@ -105,8 +146,19 @@ def export_inference_model(model: keras.Model) -> keras.Model:
     # by identity, as a copy may not get its original's name back.
     plain_layers = []
     copies = []
+    functional = not isinstance(model, keras.Sequential)
+    drop_transitions = functional and _priors_feed_only_bkn(model)
+    transitions = set()  # ids of the layers that replace KalmanTransitions
+    placeholders = set()  # ids of the tensors that stand in for their priors
 
     def clone(layer):
+        if drop_transitions and isinstance(layer, KalmanTransition):
+            config = layer.layer.get_config()
+            config["name"] = layer.name
+            copy = type(layer.layer).from_config(config)
+            copies.append((layer.layer, copy))
+            transitions.add(id(copy))
+            return copy
         if isinstance(layer, keras.Model) and is_rewritable(layer):
             return export_inference_model(layer)  # inside, recursively
         if isinstance(layer, keras.Model):
@@ -119,14 +171,21 @@ def export_inference_model(model: keras.Model) -> keras.Model:
         plain_layers.append((plain, _plain_weights(layer)))
         return plain
 
+    def call(layer, *args, **kwargs):
+        if id(layer) in transitions:
+            # The graph expects (outputs, prior): the prior's place holds
+            # the outputs, and the one layer that read it lets it go.
+            outputs = layer(args[0])
+            placeholders.add(id(outputs))
+            return outputs, outputs
+        if id(kwargs.get("prior")) in placeholders:
+            kwargs.pop("prior")
+        return call_with_accepted_arguments(layer, *args, **kwargs)
+
     new = keras.models.clone_model(
         model,
         clone_function=clone,
-        call_function=(
-            None
-            if isinstance(model, keras.Sequential)
-            else call_with_accepted_arguments
-        ),
+        call_function=call if functional else None,
     )
     for plain, values in plain_layers:
         plain.set_weights(values)

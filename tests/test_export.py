@@ -93,3 +93,51 @@ def test_exported_layers_hold_the_effective_kernel():
 def test_rejects_what_is_not_a_built_model():
     with pytest.raises(ValueError, match="export_inference_model.*model="):
         export_inference_model("model.keras")
+
+
+def _kalman_model(prior_as_output=False):
+    """Dense → BKN (state) → ReLU → KalmanTransition(Dense) → BKN(prior)."""
+    inputs = keras.Input((6,))
+    z = keras.layers.Dense(5, use_bias=False)(inputs)
+    h, state = keraslayers.BatchKalmanNormalization(return_state=True)(z)
+    h = keras.layers.ReLU()(h)
+    z, prior = keraslayers.KalmanTransition(
+        keras.layers.Dense(4, use_bias=False), name="transition"
+    )(h, state)
+    y = keraslayers.BatchKalmanNormalization()(z, prior=prior)
+    outputs = [y, prior] if prior_as_output else y
+    model = keras.Model(inputs, outputs)
+    # Moving statistics away from their initial values, so that inference
+    # is not the identity.
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    for _ in range(3):
+        model(x, training=True)
+    return model, x
+
+
+def test_a_kalman_transition_exports_as_its_wrapped_layer():
+    model, x = _kalman_model()
+    exported = export_inference_model(model)
+    kinds = [type(layer).__name__ for layer in exported.layers]
+    assert "KalmanTransition" not in kinds
+    assert isinstance(exported.get_layer("transition"), keras.layers.Dense)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(exported(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_a_prior_read_elsewhere_keeps_its_transition():
+    model, x = _kalman_model(prior_as_output=True)
+    exported = export_inference_model(model)
+    kinds = [type(layer).__name__ for layer in exported.layers]
+    assert "KalmanTransition" in kinds
+    for ours, theirs in zip(exported(x), model(x), strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours),
+            keras.ops.convert_to_numpy(theirs),
+            rtol=1e-6,
+            atol=1e-6,
+        )

@@ -161,3 +161,117 @@ def test_make_lab_runs_the_books_backend_and_records_no_claims():
     )
     news = overrides["@jupyterlab/apputils-extension:notification"]
     assert news == {"fetchNews": "false", "checkForUpdates": False}
+
+
+# A chapter as a student meets it in `make lab`: opened from the file
+# browser in JupyterLab (Debian's Chromium, as the site's browser tests),
+# its kernel started. Chapters chosen for what they hold: ch05 citations and
+# MyST labels, ch02 {doc} links and glued numbers.
+LAB_CHAPTERS = ["ch05_batch_normalization.md", "ch02_activations_init.md"]
+# Markup MyST renders and plain Markdown leaves as text: a role such as
+# {cite} or {doc}, a Markdown link, a label line "(name)=".
+RAW_MYST = r"\{[a-z]+(:[a-z]+)?\}`|\]\(|^\([\w-]+\)=$"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import CHROMIUM_ARGS, _chromium
+
+    base_dir = tmp_path_factory.mktemp("jupyterlab")
+    root = base_dir / "book"
+    shutil.copytree(
+        ROOT / "book", root, ignore=shutil.ignore_patterns("_build", ".*")
+    )
+    # JupyterLab renders only the cells in view by default; render them all
+    # so that every Markdown cell is read. A fresh workspace: nothing
+    # restored from another session.
+    settings = base_dir / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(
+        '{"windowingMode": "none"}'
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={base_dir / 'settings'}",
+            f"--LabApp.workspaces_dir={base_dir / 'workspaces'}",
+            "--allow-root",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}")
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=_chromium(), args=CHROMIUM_ARGS
+            )
+            yield browser, base, token, root
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("chapter", LAB_CHAPTERS)
+def test_a_chapter_in_jupyterlab_renders_myst_and_opens_saved(lab, chapter):
+    import re
+
+    browser, base, token, root = lab
+    # A workspace of its own: no tab left open by another test.
+    url = f"{base}/lab/workspaces/{chapter[:4]}?token={token}"
+    before = (root / chapter).read_bytes()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url)
+        page.wait_for_selector(".jp-DirListing-item", timeout=60_000)
+        page.locator(
+            ".jp-DirListing-item", has_text=chapter[:12]
+        ).first.dblclick()
+        page.wait_for_selector(".jp-Notebook .jp-MarkdownCell", timeout=60_000)
+        # The kernel has started and reported its language: the moment
+        # JupyterLab updates the notebook's metadata.
+        page.wait_for_selector(
+            ".jp-StatusBar-TextItem:has-text('Idle')", timeout=120_000
+        )
+        page.wait_for_timeout(2000)
+        tab = page.locator(".lm-TabBar-tab", has_text=chapter[:12])
+        assert "jp-mod-dirty" not in (tab.get_attribute("class") or ""), (
+            f"{chapter} shows as unsaved right after opening"
+        )
+        markdown = page.locator(".jp-Notebook .jp-MarkdownCell")
+        rendered = page.locator(".jp-Notebook .jp-MarkdownCell .myst")
+        assert markdown.count() >= 5
+        assert rendered.count() == markdown.count(), (
+            "jupyterlab-myst did not render every Markdown cell"
+        )
+        raw = [
+            match.group(0)
+            for text in rendered.all_inner_texts()
+            for match in re.finditer(RAW_MYST, text, re.M)
+        ]
+        assert raw == [], f"{chapter}: MyST markup left as text {raw[:5]}"
+        # Lab's news and update pop-ups are off (overrides.json).
+        assert page.locator(".Toastify__toast").count() == 0
+    finally:
+        page.close()
+    assert (root / chapter).read_bytes() == before
