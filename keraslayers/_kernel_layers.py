@@ -57,11 +57,14 @@ def columnwise_kernel(reparameterize, v, fan_in, perm=None, inverse=None):
 
     That view is Keras's stored kernel layout itself for Dense, Conv and
     depthwise kernels, so the reductions over each unit's fan-in need no
-    transposes forward or backward (a JAX micro-benchmark, Dense 256 → 256
-    at batch 128: WN's step 1.70× the plain step's with the transposes,
-    1.21× without). Kernels whose units are not the trailing axes
-    (transposed convolutions) pass `perm` to bring them there and
-    `inverse` to put them back.
+    transposes forward or backward. On the papers' (units, fan_in) view,
+    transposing the kernel and its gradient each step cost more than the
+    normalization itself (JAX, Dense 256 → 256 at batch 128). The
+    benchmark times only the form used here (`make bench`, group
+    weight_dense_medium); the book's cost chapter (book/ch16_cost.md)
+    records the one-off comparison. Kernels whose units are not the
+    trailing axes (transposed convolutions) pass `perm` to bring them
+    there and `inverse` to put them back.
     """
     if perm is not None:
         v = ops.transpose(v, perm)
@@ -314,12 +317,15 @@ class ReparameterizedDense(_ReparameterizedKernel):
         centered family. So x·W = ((x·C)·V)·diag(f): the factors scale the
         outputs, and centering V's columns is centering x's rows, an
         activation-sized pass where W was a kernel-sized copy made forward
-        and differentiated backward (measured, one Dense 512 → 512 step at
-        batch 128, layer alone, ratio to the plain Dense: CWN 1.58 → 1.26
-        on JAX, 1.41 → 1.10 on TensorFlow + XLA; WN 1.30 → 1.24, 1.26 →
-        1.18; benchmarks/results). The gradients are the same functions:
-        x·C's rows have zero sum, so ∂L/∂V = (x·C)ᵀ·(∂L/∂y·diag(f)) is
-        already centered per unit, as C·(∂L/∂W) is.
+        and differentiated backward. At batch 128 a 512 → 512 kernel is
+        larger than the activations, and the step measured cheaper this
+        way on JAX and on TensorFlow + XLA, most for CWN, whose centering
+        moves from V to x. The benchmark times this form against the plain
+        Dense (`make bench`, groups weight_dense_{small,medium,large}, rows
+        wn, cwn and ws), not the form that builds W. The gradients are the
+        same functions: x·C's rows have zero sum, so ∂L/∂V =
+        (x·C)ᵀ·(∂L/∂y·diag(f)) is already centered per unit, as C·(∂L/∂W)
+        is.
 
         Used when the layer computes in its variables' dtype. Under mixed
         precision the kernel path stays: there W is normalized in float32

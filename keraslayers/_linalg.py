@@ -12,11 +12,13 @@ import keras
 from keras import ops
 
 # From this size on, TensorFlow's XLA eigendecomposition is much slower
-# than TensorFlow's own kernel. Measured on a 2-core x86 CPU (one float32
-# matrix, forward only): 64: 2.5 ms vs 0.5 ms; 128: 14 ms vs 1.1 ms;
-# 256: 121 ms vs 4.7 ms; 512: 2.2 s vs 27 ms. XLA lowers `eigh` to a Jacobi
-# iteration whose sweeps are sequential loops over the matrix; JAX calls
-# LAPACK instead and is not affected.
+# than TensorFlow's own kernel, and the gap grows with the size: XLA
+# lowers `eigh` to a Jacobi iteration whose sweeps are sequential loops
+# over the matrix; JAX calls LAPACK instead and is not affected. Measured
+# by the benchmark (`make bench`, benchmarks/results/results.md): the
+# orth_eigh rows of weight_dense_{small,medium,large} (one group of 64,
+# 256, 512 units) and the dbn rows of whitening, TensorFlow + XLA against
+# TensorFlow without XLA; see also the book's cost chapter.
 SLOW_XLA_EIGH_SIZE = 128
 
 
@@ -46,8 +48,8 @@ def warn_if_slow_eigh(layer, size: int, advice: str) -> None:
         warnings.warn(
             f"{type(layer).__name__} '{layer.name}': TensorFlow's XLA "
             f"compiles the eigendecomposition of {size}×{size} matrices "
-            "into a slow Jacobi iteration (measured: 81× slower than "
-            "without XLA at 512, 13× at 128, on a CPU). "
+            "into a Jacobi iteration, much slower than without XLA at this "
+            "size. "
             f"{advice} Or compile without XLA (`jit_compile=False`, the "
             "Keras default for TensorFlow on a CPU), or use the JAX "
             "backend.",

@@ -157,10 +157,13 @@ def as_matrix(x, axis: int, keep_leading: bool = False):
 
     Returns `(x, axis, restore)`, `restore` mapping a result of the new
     shape back. Only on TensorFlow, where it is a large saving under XLA:
-    a per-channel affine step on (32, 16, 16, 64) took 3.8 ms on the matrix
-    against 7.6 ms on the 4-D tensor (12.5 ms with the weights reshaped to
-    (1, 1, 1, C)), and BRN's step went from 1.27× Keras BN's to 0.74–0.86×.
-    On JAX the same reshape made BRN's step about 10% slower.
+    a per-channel affine step on (32, 16, 16, 64) ran much faster on the
+    matrix than on the 4-D tensor (slower still with the weights reshaped
+    to (1, 1, 1, C)), and it took BRN's step from above Keras BN's to
+    below it. On JAX the same reshape made BRN's step slower. The
+    benchmark times the layers as they are (`make bench`, group
+    activation_conv), not the 4-D alternative; the book's cost chapter
+    (book/ch16_cost.md) records the one-off comparison.
     """
     rank = len(x.shape)
     if (

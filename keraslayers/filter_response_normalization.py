@@ -23,7 +23,9 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
     ```
 
     with `ε_eff = epsilon` (≥ 0; > 0 without a learned ε), or
-    `epsilon + |ε_l|` with a trainable `ε_l` when `learned_epsilon=True`.
+    `epsilon + |ε_l|` with a trainable `ε_l` when `learned_epsilon=True`:
+    `ε_l` starts at `learned_epsilon_init` (≥ 0) and training may take it
+    below zero, so its absolute value is added.
     Training and inference compute the same function. Follow it with `TLU`
     (the paper's pairing).
 
@@ -42,7 +44,8 @@ class FilterResponseNormalization(_utils.AffineMixin, keras.layers.Layer):
         epsilon: the fixed ε, a number ≥ 0 (a negative one is refused),
             or the lower bound of the learned one.
         learned_epsilon: whether to add a trainable `|ε_l|` to `epsilon`.
-        learned_epsilon_init: initial value of `ε_l` (paper: 1e-4).
+        learned_epsilon_init: initial value of `ε_l`, a number ≥ 0 (a
+            negative one is refused; paper: 1e-4).
         center: whether to add β.
         scale: whether to multiply by γ.
         beta_initializer, gamma_initializer: initializers of β and γ.
@@ -289,7 +292,10 @@ class TLU(keras.layers.Layer):
             tau = alpha * inputs + tau
         # `where` rather than `maximum`: the same function with a cheaper
         # backward on JAX, where `maximum`'s gradient splits ties in half
-        # (measured: TLU step 0.39 ms with maximum, 0.14 ms with where).
+        # and pays for it with extra selects. The benchmark times TLU as
+        # written here (`make bench`, rows frn_tlu of activation_conv and
+        # activation_dense), not the `maximum` form; the book's cost
+        # chapter (book/ch16_cost.md) records the one-off comparison.
         # At a tie the gradient goes to τ. The comparison is written so
         # that a NaN input fails it and passes through, as through a ReLU:
         # `x > τ` is False for NaN and would replace it by τ, hiding it.

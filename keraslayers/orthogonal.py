@@ -293,11 +293,15 @@ _DOC = """
     either 3T − 3 products of `group_size` × `group_size` matrices
     ("newton") or one eigendecomposition ("eigh"), differentiated too.
     One 512-wide group costs far more than a Dense layer's own products at
-    batch 128 (36–78× its step for "newton" on a CPU, see the book's cost
-    chapter); `group_size=64` brought that to 5–11×.
-    TensorFlow's XLA compiles `eigh` into a slow Jacobi iteration (81×
-    slower than without XLA at 512 on a CPU); the layer warns when that
-    happens. JAX uses LAPACK.
+    batch 128: its 512 × 512 products do not shrink with the batch.
+    `group_size=64` makes the Newton products (512/64)² = 64 times cheaper
+    in FLOPs and S = ZZᵀ and W 8 times. The benchmark measures both
+    (`make bench`, group weight_dense_large, rows orth_newton and
+    orth_newton_g64 against plain; discussed in the book's cost chapter,
+    book/ch16_cost.md). TensorFlow's XLA compiles `eigh` into a Jacobi
+    iteration, much slower than without XLA at large sizes (the
+    benchmark's orth_eigh rows, TensorFlow + XLA against TensorFlow
+    without XLA); the layer warns when that happens. JAX uses LAPACK.
 
     `group_size` rows are made orthonormal together; it must divide the
     number of output units, and the default is the largest divisor within

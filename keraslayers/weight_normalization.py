@@ -119,8 +119,10 @@ class _WeightNormMixin:
     def _reparameterize(self, v, fan_axis=1):
         # One kernel-sized product with a per-unit factor, not a product
         # and a division: the backward pass then has one kernel-sized
-        # product less (measured in a JAX step, Dense 256 → 256 at batch
-        # 128: see benchmarks/results).
+        # product less (a cheaper JAX step, Dense 256 → 256 at batch 128).
+        # The benchmark times this form (`make bench`, group
+        # weight_dense_medium, row wn), not the division; the book's cost
+        # chapter (book/ch16_cost.md) records the one-off comparison.
         return v * self._unit_factors(v, fan_axis)[0]
 
     def _data_dependent_init(self, inputs, mask=None):

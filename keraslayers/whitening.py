@@ -14,12 +14,14 @@ from keraslayers import _linalg, _utils
 # Up to this many groups, each group's product reads its (n, m) columns
 # in place, as a strided slice of the (n, channels) rows; beyond it, one
 # batched product on a group-major copy (groups, n, m) saves compiling a
-# product per group. Measured on XLA's CPU backend (JAX, training step of
-# the whitening alone, forward and backward, T = 5): (4096, 256) in groups
-# of 16, 2.7 ms sliced against 4.9 ms batched; groups of 64, 6.6 against
-# 8.4 ms; (8192, 64) in groups of 16, 1.6 against 1.9 ms; (256, 512) in
-# groups of 16, 1.0 against 1.1 ms: the copies to and from the group-major
-# layout and XLA's batched thin products cost more than the strided reads.
+# product per group. On XLA's CPU backend (JAX, training step of the
+# whitening alone, forward and backward, T = 5) the sliced form was the
+# faster on every shape tried, (4096, 256) in groups of 16 and of 64,
+# (8192, 64) and (256, 512) in groups of 16: the copies to and from the
+# group-major layout and XLA's batched thin products cost more than the
+# strided reads. The benchmark's whitening shapes all take the sliced
+# form (`make bench`, groups whitening, activation_conv and
+# activation_dense); it does not time the batched one.
 SLICED_GROUPS = 32
 
 
@@ -75,8 +77,8 @@ class _Groups:
         A_k·M_k, summed group by group and concatenated once (a row-vector
         term, one row, broadcasts over the n rows). One pass writes the
         result where adding concatenated products wrote each of them first
-        (measured on JAX, whitening's backward on (8192, 64) in groups of
-        16: 1.8 against 2.2 ms per forward and backward)."""
+        (faster on JAX, whitening's forward and backward on (8192, 64) in
+        groups of 16; the benchmark times only this form)."""
         first = terms[0][0]
         if first.slices is None:
             out = sum(ops.matmul(g.batched, mats) for g, mats in terms)
@@ -335,10 +337,12 @@ class _GroupWhitening(_utils.AffineMixin, keras.layers.Layer):
         (the centering's gradient subtracts the row mean of Ḡ Φ'; X_c A has
         none), which takes two n-row matrix products forward and two
         backward, where the derived backward took four and more transposes
-        (measured in benchmarks/results). Measured on JAX, the layer's
-        forward and backward on (8192, 64) in groups of 16: 2.0 ms with γ in
-        Φ' and mean_rows(Ḡ) Φ' as one row, against 2.7 ms with γ applied to
-        the output and a centered copy of Ḡ."""
+        (the book's cost chapter, book/ch16_cost.md, records the one-off
+        comparison). γ in Φ' and mean_rows(Ḡ) Φ' as one row made the
+        layer's forward and backward faster on JAX ((8192, 64) in groups of
+        16) than γ applied to the output and a centered copy of Ḡ. The
+        benchmark times this backward (`make bench`, groups whitening,
+        activation_conv and activation_dense), not the alternatives."""
         dtype = flat.dtype
         count = ops.cast(ops.shape(flat)[0], dtype)
         rows = ops.maximum(count, 1.0)
@@ -472,10 +476,14 @@ class DecorrelatedBatchNormalization(_GroupWhitening):
     "Pitfalls").
 
     Cost: one eigendecomposition per group per training step. TensorFlow's
-    XLA compiles it into a slow Jacobi iteration from about 128 channels
-    per group on (13× slower than without XLA at 128 on a CPU); the layer
-    warns when that happens. `IterativeNormalization` needs only matrix
-    products.
+    XLA compiles it into a Jacobi iteration, much slower than without XLA
+    from about 128 channels per group on; the layer warns when that
+    happens. `IterativeNormalization` needs only matrix products. The
+    benchmark times the two side by side on TensorFlow with and without
+    XLA and on JAX (`make bench`, group whitening, groups of 16 to 64;
+    rows dbn16 and iternorm16 of activation_conv and activation_dense);
+    `eigh` of wider matrices under XLA shows in the orth_eigh rows of
+    weight_dense_medium and weight_dense_large.
 
     Args:
         group_size: channels per whitened group (the paper's m). When it

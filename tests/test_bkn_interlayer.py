@@ -545,7 +545,7 @@ def test_folding_leaves_a_layer_that_hands_its_statistics_on():
 # -- the running-estimate form is unchanged -----------------------------------
 
 
-def test_running_estimate_form_and_old_configs_are_unchanged():
+def test_return_state_keeps_the_output_of_a_config_saved_without_it():
     config = BatchKalmanNormalization(prior_weight=0.5).get_config()
     assert config["return_state"] is False
     del config["return_state"]  # a config saved before the argument

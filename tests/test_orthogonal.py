@@ -370,7 +370,7 @@ def test_a_config_saved_before_revision_2_keeps_its_function():
     assert (rows._form, rows._size, rows._revision) == ("rows", 8, 1)
 
 
-def test_form_defaults_and_old_configs():
+def test_form_defaults_and_a_config_without_form_keeps_row_groups():
     assert OrthogonalDense(8).get_config()["form"] == "auto"
     # With an explicit group size, or for OWN, "auto" means rows.
     for layer in (

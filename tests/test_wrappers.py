@@ -579,7 +579,9 @@ def test_export_replaces_the_wrapper_by_the_plain_layer(family, name):
     )
 
 
-def test_export_of_a_model_with_several_wrappers_and_the_old_classes(tmp_path):
+def test_export_of_a_model_with_several_wrappers_and_a_weight_norm_dense(
+    tmp_path,
+):
     model = keras.Sequential(
         [
             keras.Input((8, 8, 3)),
