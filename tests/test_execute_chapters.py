@@ -31,6 +31,14 @@ def test_every_notebook_chapter_of_the_toc_is_run(tool):
     assert readers == ["ch15_choosing.md"]
 
 
+def test_a_chapters_pages_run_too(tool):
+    """A chapter split into pages lists them as sections in _toc.yml: every
+    chapter file of book/ is run, whether chapter or page."""
+    names = {p.name for p in tool.toc_chapters()}
+    pages = {p.name for p in (tool.ROOT / "book").glob("ch*.md")}
+    assert pages <= names
+
+
 def test_the_key_follows_the_backend_and_the_seed_offset(tool, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     monkeypatch.delenv("NORMBOOK_SEED_OFFSET", raising=False)

@@ -72,8 +72,14 @@ def toc_chapters() -> list[Path]:
     """The notebook chapters of _toc.yml, in reading order."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
+
+    def walk(entries):  # a chapter, then its pages (sections)
+        for entry in entries or []:
+            files.append(entry["file"])
+            walk(entry.get("sections"))
+
     for part in toc.get("parts", []):
-        files += [entry["file"] for entry in part.get("chapters", [])]
+        walk(part.get("chapters"))
     paths = [ROOT / f"{name}.md" for name in files]
     # A MyST notebook declares its kernel in its front matter.
     return [p for p in paths if "\nkernelspec:" in p.read_text()[:1000]]

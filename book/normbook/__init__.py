@@ -8,16 +8,18 @@ module per concern:
   precomputed for the static site;
 * :mod:`normbook.data` — MNIST-1D and scikit-learn's digits, generated or
   shipped locally;
-* :mod:`normbook.training` — compiled training over several seeds,
-  callbacks, autodiff helpers;
+* :mod:`normbook.experiments` — the chapters' models by name
+  (:func:`normalizer`, :func:`mlp`, :func:`convnet`) and a grid of
+  configurations over seeds (:func:`grid`);
+* :mod:`normbook.training` — the one training API (:class:`Trainer`:
+  ``fit`` runs, or many runs in one compiled call), results over seeds
+  (:class:`Runs`), callbacks, autodiff helpers;
 * :mod:`normbook.numerics` — condition numbers on the non-null spectrum;
 * :mod:`normbook.plots` — curves with their spread over seeds;
 * :mod:`normbook.claims` — the checks behind every sentence that states
   an experimental result;
 * :mod:`normbook.verdicts` — the verdicts a comparison over seeds can
-  support (beats on every seed, beats on average, cannot be ranked, ...);
-* :mod:`normbook.applications` — many small training runs in one compiled
-  call (JAX).
+  support (beats on every seed, beats on average, cannot be ranked, ...).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from normbook import verdicts  # noqa: E402,F401
-from normbook.applications import ManyRuns  # noqa: E402,F401
 from normbook.claims import (  # noqa: E402,F401
     ClaimError,
     checked,
@@ -44,6 +45,14 @@ from normbook.claims import (  # noqa: E402,F401
     spread,
 )
 from normbook.data import digits, mnist1d  # noqa: E402,F401
+from normbook.experiments import (  # noqa: E402,F401
+    KINDS,
+    activation,
+    convnet,
+    grid,
+    mlp,
+    normalizer,
+)
 from normbook.numerics import condition_number  # noqa: E402,F401
 from normbook.plots import band, min_max, plot_curves  # noqa: E402,F401
 from normbook.sliders import (  # noqa: E402,F401
@@ -56,10 +65,9 @@ from normbook.training import (  # noqa: E402,F401
     NoisyShift,
     PreactivationTracker,
     Progress,
+    Runs,
     Trainer,
-    compare,
-    train,
-    train_seeds,
+    sync_weights,
     vjp,
     weight_gradients,
 )

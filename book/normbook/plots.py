@@ -36,15 +36,16 @@ def min_max(groups):
 
 
 def plot_curves(results, key: str = "loss", ax=None, title: str = ""):
-    """One band per entry of :func:`normbook.compare`'s results: the mean
-    over seeds and their range, per epoch."""
+    """One band per entry of :func:`normbook.grid`'s results (name →
+    :class:`~normbook.training.Runs`): the mean over seeds and their range,
+    per record."""
     if ax is None:
         fig, ax = plt.subplots()
     else:
         fig = ax.figure
-    for name, histories in results.items():
-        runs = [h[key] for h in histories]
-        band(ax, np.arange(1, len(runs[0]) + 1), runs, label=name)
+    for name, runs in results.items():
+        curves = runs.curves(key)
+        band(ax, np.arange(1, curves.shape[1] + 1), curves, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel(key.replace("_", " "))
     if title:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
+
+from normbook.claims import spread
 
 
 class Progress:
@@ -80,112 +82,78 @@ def vjp(fn, x, cotangent):
     raise NotImplementedError(backend)
 
 
-def train(
-    model: keras.Model,
-    data,
-    *,
-    epochs: int = 5,
-    batch_size: int = 64,
-    learning_rate: float = 1e-2,
-    optimizer: str = "sgd",
-    seed: int = 0,
-    callbacks=None,
-    shuffle: bool = True,
-    steps_per_execution: int = 1,
-) -> dict[str, list[float]]:
-    """Compiles with XLA and trains; returns the history with per-epoch
-    train loss and test accuracy (evaluated in inference mode)."""
-    x_train, y_train, x_test, y_test = data
-    keras.utils.set_random_seed(seed)
-    opt = (
-        keras.optimizers.SGD(learning_rate, momentum=0.9)
-        if optimizer == "sgd"
-        else keras.optimizers.Adam(learning_rate)
-    )
-    model.compile(
-        optimizer=opt,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=True,
-        # Several steps per compiled call keep Python out of the timing of
-        # small-batch runs.
-        steps_per_execution=steps_per_execution,
-    )
-    history = model.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(x_test, y_test),
-        verbose=0,
-        callbacks=callbacks,
-        shuffle=shuffle,
-    )
-    return {
-        "loss": history.history["loss"],
-        "accuracy": history.history["accuracy"],
-        "test_accuracy": history.history["val_accuracy"],
-    }
+class Runs:
+    """The histories of one configuration, one per seed (Keras's
+    ``history.history`` dicts), with their spread."""
 
+    def __init__(self, histories: Sequence[Mapping[str, Sequence[float]]]):
+        if not histories:
+            raise ValueError("Runs: needs at least one history")
+        self.histories = list(histories)
 
-def train_seeds(
-    build: Callable[[], keras.Model],
-    data,
-    seeds=(0, 1, 2),
-    **train_kwargs,
-) -> list[dict[str, list[float]]]:
-    """Trains one fresh model per seed (the seed sets the initial weights,
-    the shuffling and any noise) and returns one history per seed."""
-    histories = []
-    for seed in seeds:
-        keras.utils.set_random_seed(seed)
-        histories.append(train(build(), data, seed=seed, **train_kwargs))
-    return histories
+    def __len__(self) -> int:
+        return len(self.histories)
 
+    def curves(self, metric: str) -> np.ndarray:
+        """Shape (seeds, records): the metric at every record."""
+        return np.array([h[metric] for h in self.histories], dtype=float)
 
-def compare(
-    builders: dict[str, Callable[[], keras.Model]],
-    data,
-    label: str = "training",
-    seeds=(0, 1, 2),
-    **train_kwargs,
-) -> dict[str, list[dict[str, list[float]]]]:
-    """Trains every builder's model once per seed with the same data and
-    settings; returns, per builder, one history per seed. Prints a progress
-    line per builder with the final test accuracy over the seeds."""
-    progress = Progress(len(builders), label)
-    results = {}
-    for name, build in builders.items():
-        results[name] = train_seeds(build, data, seeds, **train_kwargs)
-        final = [h["test_accuracy"][-1] for h in results[name]]
-        progress.step(
-            f"{name}: test accuracy {np.mean(final):.3f} "
-            f"[{min(final):.3f}–{max(final):.3f}] over {len(seeds)} seeds"
-        )
-    return results
+    def final(self, metric: str) -> np.ndarray:
+        """The metric's last value, one per seed."""
+        return self.curves(metric)[:, -1]
+
+    def spread(self, metric: str, digits: int = 3) -> str:
+        """The last value's mean and range over the seeds, as text."""
+        return spread(self.final(metric), digits)
 
 
 class Trainer:
-    """One compiled model, re-initialized for every run.
+    """The book's one way to train: a compiled model, re-initialized per run.
 
     XLA compilation costs more than training the chapters' small networks,
-    so a configuration is compiled once and every seed starts from fresh
-    weights drawn from that seed (``build()`` again, non-trainable
+    so a configuration is compiled once and every run starts from fresh
+    weights drawn from its seed (``build()`` again, non-trainable
     statistics and step counters included), zeroed optimizer state and the
-    run's learning rate. ``run`` returns Keras's history dict; the test set
-    is evaluated once, after the last epoch, unless ``validation_freq``
-    says otherwise. Runs are reproducible in their order, not one by one:
-    Keras's one-time build inside the first ``fit`` draws a shuffle, so the
-    first run of a Trainer shuffles differently from a later run with the
-    same seed.
+    run's learning rate. Two engines share that contract:
+
+    * :meth:`run` / :meth:`runs` — Keras's ``fit`` (callbacks, metrics,
+      validation), one run at a time. The test set is evaluated once, after
+      the last epoch, unless ``validation_freq`` says otherwise. Runs are
+      reproducible in their order, not one by one: Keras's one-time build
+      inside the first ``fit`` draws a shuffle, so the first run of a
+      Trainer shuffles differently from a later run with the same seed.
+    * :meth:`many` — many (seed, learning rate) runs in one compiled call,
+      for networks so small that ``fit``'s fixed cost per call is larger
+      than the training: ``jax.vmap`` over the runs and ``jax.lax.scan``
+      over the steps on JAX; on TensorFlow one XLA-compiled loop over the
+      steps, run after run. The model and optimizer are called statelessly
+      (``stateless_call``, ``stateless_apply``), so any Keras optimizer
+      subclass trains the same way. :meth:`predict_many` and :meth:`load`
+      read the trained runs.
+
+    Args:
+        build: returns a fresh, built model.
+        optimizer: ``"sgd"`` (with ``momentum``), ``"adam"``, or a Keras
+            optimizer whose ``learning_rate`` is a float (set per run).
+        momentum: SGD's.
+        steps_per_execution: ``fit``'s (several steps per compiled call
+            keep Python out of small-batch runs).
+        loss: default: cross-entropy on logits with integer labels.
+        metrics: ``fit``'s.
 
     Example:
 
     ```python
-    trainer = nb.Trainer(lambda: mlp("BN"), steps_per_execution=10)
+    trainer = nb.Trainer(lambda: nb.mlp("BN", inputs=40),
+                         steps_per_execution=10)
     history = trainer.run(data, seed=0, learning_rate=0.1, epochs=5,
                           batch_size=64)
     history["val_accuracy"][-1]
+    results = trainer.runs(data, seeds=(0, 1, 2), learning_rate=0.1,
+                           epochs=5, batch_size=64)
+    results.spread("val_accuracy")
+    losses = trainer.many(x, y, [(0, 0.01), (1, 0.1)], epochs=5,
+                          batch_size=64)          # (2 runs, 5 epochs)
     ```
     """
 
@@ -193,7 +161,7 @@ class Trainer:
         self,
         build: Callable[[], keras.Model],
         *,
-        optimizer: str = "sgd",
+        optimizer: str | keras.optimizers.Optimizer = "sgd",
         momentum: float = 0.9,
         steps_per_execution: int = 1,
         loss=None,
@@ -201,23 +169,31 @@ class Trainer:
     ):
         self.build = build
         self.model = build()
-        if optimizer == "sgd":
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            opt = optimizer
+        elif optimizer == "sgd":
             opt = keras.optimizers.SGD(0.1, momentum=momentum)
         elif optimizer == "adam":
             opt = keras.optimizers.Adam(1e-3)
         else:
             raise ValueError(
-                f"Trainer: optimizer must be 'sgd' or 'adam'; "
-                f"received optimizer={optimizer!r}"
+                "Trainer: optimizer must be 'sgd', 'adam' or a Keras "
+                f"optimizer; received optimizer={optimizer!r}"
             )
+        self.optimizer = opt
+        self.loss = loss or keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True
+        )
         self.model.compile(
             optimizer=opt,
-            loss=loss
-            or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss=self.loss,
             metrics=list(metrics),
             jit_compile=True,
             steps_per_execution=steps_per_execution,
         )
+        self._initial: dict[int, tuple] = {}
+        self._engine = None
+        self.trainable = self.non_trainable = None
 
     def reset(self, seed: int, learning_rate: float) -> None:
         """Fresh weights from ``seed``, zero optimizer state, new rate."""
@@ -239,6 +215,7 @@ class Trainer:
         callbacks=(),
         validation_freq: int | None = None,
     ) -> dict[str, list[float]]:
+        """One run with ``fit``; returns Keras's history dict."""
         self.reset(seed, learning_rate)
         x, y, x_test, y_test = data
         history = self.model.fit(
@@ -253,6 +230,276 @@ class Trainer:
             verbose=0,
         )
         return history.history
+
+    def runs(self, data, seeds, **options) -> Runs:
+        """:meth:`run` once per seed, with the same options."""
+        return Runs([self.run(data, seed, **options) for seed in seeds])
+
+    # Many runs in one compiled call.
+
+    def initial(self, seed: int) -> tuple[list, list]:
+        """The fresh weights of ``seed`` (built once, then cached)."""
+        if seed not in self._initial:
+            keras.utils.set_random_seed(seed)
+            fresh = self.build()
+            self._initial[seed] = (
+                [np.asarray(v.value) for v in fresh.trainable_variables],
+                [np.asarray(v.value) for v in fresh.non_trainable_variables],
+            )
+        return self._initial[seed]
+
+    def many(
+        self,
+        x,
+        y,
+        runs: Sequence[tuple[int, float]],
+        *,
+        epochs: int,
+        batch_size: int,
+        transform: Callable[[list], list]
+        | Sequence[Callable[[list], list]]
+        | None = None,
+    ) -> np.ndarray:
+        """Trains one copy per (seed, learning rate) in ``runs``.
+
+        The seed draws the initial weights and the order of the
+        mini-batches (a fresh permutation per epoch, the remainder
+        dropped); statistics in non-trainable variables (BN's moving
+        averages) are updated as in ``fit``.
+
+        Args:
+            x: the inputs, an array or a tuple of arrays (several inputs).
+            y: the targets.
+            runs: (seed, learning_rate) pairs.
+            epochs, batch_size: as in ``fit``.
+            transform: applied to each run's initial trainable weights (a
+                list of arrays, in ``model.trainable_variables`` order);
+                one function for all runs or one per run.
+
+        Returns:
+            The mean training loss per epoch, shape (runs, epochs). The
+            trained weights stay in ``self.trainable`` and
+            ``self.non_trainable`` (stacked over runs).
+        """
+        if self._engine is None:
+            self._engine = _Engine(self.model, self.optimizer, self.loss)
+        n = len(y)
+        steps = n // batch_size
+        trainable, non_trainable, opt_vars, orders = [], [], [], []
+        if transform is None or callable(transform):
+            transform = [transform] * len(runs)
+        for (seed, learning_rate), change in zip(runs, transform, strict=True):
+            tv, ntv = self.initial(seed)
+            if change is not None:  # keep each variable's dtype
+                tv = [
+                    np.asarray(a, b.dtype)
+                    for a, b in zip(change(tv), tv, strict=True)
+                ]
+            trainable.append(tv)
+            non_trainable.append(ntv)
+            opt_vars.append(self._engine.fresh_state(learning_rate))
+            rng = np.random.default_rng(seed)
+            orders.append(
+                np.concatenate(
+                    [
+                        rng.permutation(n)[: steps * batch_size].reshape(
+                            steps, batch_size
+                        )
+                        for _ in range(epochs)
+                    ]
+                )
+            )
+        self.trainable, self.non_trainable, losses = self._engine.train(
+            trainable, non_trainable, opt_vars, x, y, np.stack(orders)
+        )
+        losses = np.asarray(losses, dtype=np.float64)
+        return losses.reshape(len(runs), epochs, steps).mean(-1)
+
+    def predict_many(self, x) -> np.ndarray:
+        """Every run of :meth:`many` in inference mode: (runs, n, ...)."""
+        return self._engine.predict(self.trainable, self.non_trainable, x)
+
+    def load(self, index: int) -> keras.Model:
+        """``self.model`` holding run ``index``'s trained weights (of the
+        last :meth:`many`)."""
+        for variable, value in zip(
+            self.model.trainable_variables, self.trainable, strict=True
+        ):
+            variable.assign(value[index])
+        for variable, value in zip(
+            self.model.non_trainable_variables, self.non_trainable, strict=True
+        ):
+            variable.assign(value[index])
+        return self.model
+
+
+def _stack(states):
+    return [np.stack(a) for a in zip(*states, strict=True)]
+
+
+class _Engine:
+    """:meth:`Trainer.many`'s compiled training and prediction, per backend.
+
+    JAX: ``jax.vmap`` over the runs of a ``jax.lax.scan`` over the steps,
+    one ``jax.jit``. TensorFlow's vectorized map does not cover a Keras
+    model's stateless call, so there the runs go one after another through
+    one ``tf.function(jit_compile=True)`` holding a ``tf.while_loop`` over
+    the steps: the same arithmetic, without the batching over runs.
+    """
+
+    def __init__(self, model, optimizer, loss):
+        self.model, self.optimizer = model, optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        paths = [v.path for v in optimizer.variables]
+        self._lr_index = paths.index(optimizer.learning_rate.path)
+        backend = keras.backend.backend()
+        if backend == "jax":
+            self._build_jax(loss)
+        elif backend == "tensorflow":
+            self._build_tensorflow(loss)
+        else:
+            raise NotImplementedError(
+                f"Trainer.many: no engine for backend {backend!r}"
+            )
+
+    def fresh_state(self, learning_rate: float) -> list:
+        state = [np.zeros(v.shape, v.dtype) for v in self.optimizer.variables]
+        state[self._lr_index] = np.asarray(
+            learning_rate, state[self._lr_index].dtype
+        )
+        return state
+
+    def _build_jax(self, loss):
+        import jax
+
+        model, optimizer = self.model, self.optimizer
+
+        def loss_value(trainable, non_trainable, x, y):
+            out, non_trainable = model.stateless_call(
+                trainable, non_trainable, x, training=True
+            )
+            return loss(y, out), non_trainable
+
+        value_and_grad = jax.value_and_grad(loss_value, has_aux=True)
+
+        def one_run(trainable, non_trainable, opt_vars, x, y, order):
+            def step(state, batch):
+                trainable, non_trainable, opt_vars = state
+                xb = jax.tree_util.tree_map(lambda a: a[batch], x)
+                (value, non_trainable), grads = value_and_grad(
+                    trainable, non_trainable, xb, y[batch]
+                )
+                trainable, opt_vars = optimizer.stateless_apply(
+                    opt_vars, grads, trainable
+                )
+                return (trainable, non_trainable, opt_vars), value
+
+            state, losses = jax.lax.scan(
+                step, (trainable, non_trainable, opt_vars), order
+            )
+            return state[0], state[1], losses
+
+        train = jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, None, None, 0)))
+
+        def forward(trainable, non_trainable, x):
+            out, _ = model.stateless_call(
+                trainable, non_trainable, x, training=False
+            )
+            return out
+
+        predict = jax.jit(jax.vmap(forward, in_axes=(0, 0, None)))
+
+        def train_all(trainable, non_trainable, opt_vars, x, y, orders):
+            return train(
+                _stack(trainable),
+                _stack(non_trainable),
+                _stack(opt_vars),
+                x,
+                y,
+                orders,
+            )
+
+        self.train = train_all
+        self.predict = lambda tv, ntv, x: np.asarray(predict(tv, ntv, x))
+
+    def _build_tensorflow(self, loss):
+        import tensorflow as tf
+
+        # Keras's TensorFlow optimizers have no stateless_apply (it would
+        # not combine with tf.distribute), so each run is loaded into the
+        # model's and optimizer's own variables and trained in place.
+        model, optimizer = self.model, self.optimizer
+        variables = (
+            model.trainable_variables,
+            model.non_trainable_variables,
+            optimizer.variables,
+        )
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def loop(x, y, order):
+            def body(i, losses):
+                batch = order[i]
+                xb = tf.nest.map_structure(lambda a: tf.gather(a, batch), x)
+                with tf.GradientTape() as tape:
+                    out = model(xb, training=True)
+                    value = loss(tf.gather(y, batch), out)
+                grads = tape.gradient(value, model.trainable_variables)
+                optimizer.apply(grads, model.trainable_variables)
+                return i + 1, losses.write(i, value)
+
+            steps = order.shape[0]
+            losses = tf.TensorArray(tf.float32, size=steps)
+            _, losses = tf.while_loop(lambda i, _: i < steps, body, (0, losses))
+            return losses.stack()
+
+        def load(*states):
+            for group, values in zip(
+                variables[: len(states)], states, strict=True
+            ):
+                for variable, value in zip(group, values, strict=True):
+                    variable.assign(value)
+
+        def read(group):
+            return [np.asarray(v.numpy()) for v in group]
+
+        def train_all(trainable, non_trainable, opt_vars, x, y, orders):
+            x = tf.nest.map_structure(tf.convert_to_tensor, x)
+            y = tf.convert_to_tensor(y)
+            trained, statistics, losses = [], [], []
+            for run in zip(
+                trainable, non_trainable, opt_vars, orders, strict=True
+            ):
+                load(*run[:3])
+                losses.append(loop(x, y, tf.constant(run[3])).numpy())
+                trained.append(read(variables[0]))
+                statistics.append(read(variables[1]))
+            return _stack(trained), _stack(statistics), np.stack(losses)
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def forward(x):
+            return model(x, training=False)
+
+        def predict(trainable, non_trainable, x):
+            x = tf.nest.map_structure(tf.convert_to_tensor, x)
+            outputs = []
+            for i in range(len(trainable[0])):
+                load([a[i] for a in trainable], [a[i] for a in non_trainable])
+                outputs.append(forward(x).numpy())
+            return np.stack(outputs)
+
+        self.train = train_all
+        self.predict = predict
+
+
+def sync_weights(model: keras.Model) -> None:
+    """Brings a model's current weights back into its variables in the
+    middle of ``fit`` (the JAX trainer keeps them outside the model while
+    it trains; TensorFlow's are always in place), for a callback that
+    reads them."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
 
 
 @keras.saving.register_keras_serializable(package="normbook")
@@ -347,9 +594,7 @@ class PreactivationTracker(keras.callbacks.Callback):
     def _record(self):
         # The JAX trainer keeps the current weights outside the model
         # during fit; bring them back before reading them.
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            sync()
+        sync_weights(self.model)
         probe = self.probe
         outputs, _ = probe.stateless_call(
             [v.value for v in probe.trainable_variables],
@@ -432,9 +677,7 @@ class BatchStatisticsAccuracy(keras.callbacks.Callback):
 
     def _evaluate(self):
         model = self.model
-        sync = getattr(model, "jax_state_sync", None)
-        if sync is not None:
-            sync()
+        sync_weights(model)
         forward = self._forward()
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]

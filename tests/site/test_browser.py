@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_book_site import HTML, _toc_documents
+from ..tools import load_tool
+from .test_book_site import HTML, ROOT, _toc_documents
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -200,7 +201,8 @@ def test_dark_mode_works_offline(browser, site):
 
 
 # What a reader sees at 1280 × 900 (issue 29): nothing wider than the page,
-# math typeset without errors and no raw TeX or Markdown left in the text.
+# math typeset without errors, no raw TeX or Markdown left in the text, at
+# most 25 screens, and visible code within the page_metrics targets.
 READING_CHECKS = """() => {
   const article = document.querySelector("article") || document.body;
   const wide = [];
@@ -234,6 +236,9 @@ READING_CHECKS = """() => {
 }"""
 
 
+MAX_SCREENS = 25
+
+
 @pytest.mark.parametrize("doc", _chapters())
 def test_a_chapter_reads_at_1280_pixels(browser, site, doc):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -251,5 +256,14 @@ def test_a_chapter_reads_at_1280_pixels(browser, site, doc):
         )
         assert seen["raw"] == [], f"{doc}: raw TeX or Markdown {seen['raw']}"
         assert seen["mathErrors"] == 0, f"{doc}: MathJax errors"
+        # A page a reader takes in one sitting; a longer chapter continues
+        # on its own pages (_toc.yml sections).
+        assert seen["screens"] <= MAX_SCREENS, (
+            f"{doc}: {seen['screens']:.1f} screens at 1280x900 "
+            f"(at most {MAX_SCREENS})"
+        )
+        metrics = load_tool("page_metrics")
+        missed = metrics.misses(metrics.chapter_metrics(ROOT / f"{doc}.md"))
+        assert missed == [], f"{doc}: {missed}"
     finally:
         page.close()
