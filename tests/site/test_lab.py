@@ -4,6 +4,7 @@ open them as notebooks by default."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -25,11 +26,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    # A copy of book/, so that a save that rewrote a chapter could not
-    # touch the working tree.
-    root = tmp_path_factory.mktemp("lab") / "book"
+@contextlib.contextmanager
+def _jupyter(app: str, base_dir: Path, *options: str):
+    """A Jupyter `app` ("server" or "lab") on a copy of book/ (a save that
+    rewrote a chapter could not touch the working tree); yields its base
+    URL, token and root."""
+    root = base_dir / "book"
     shutil.copytree(
         ROOT / "book", root, ignore=shutil.ignore_patterns("_build", ".*")
     )
@@ -39,13 +41,14 @@ def server(tmp_path_factory):
             sys.executable,
             "-m",
             "jupyter",
-            "server",
+            app,
             "--no-browser",
             f"--port={port}",
             "--ip=127.0.0.1",
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}",
             "--allow-root",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -59,11 +62,17 @@ def server(tmp_path_factory):
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail("the Jupyter server did not start")
+            pytest.fail(f"jupyter {app} did not start")
         yield base, token, root
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with _jupyter("server", tmp_path_factory.mktemp("lab")) as running:
+        yield running
 
 
 def test_chapters_open_as_notebooks(server):
@@ -180,10 +189,6 @@ def lab(tmp_path_factory):
     from .test_browser import CHROMIUM_ARGS, _chromium
 
     base_dir = tmp_path_factory.mktemp("jupyterlab")
-    root = base_dir / "book"
-    shutil.copytree(
-        ROOT / "book", root, ignore=shutil.ignore_patterns("_build", ".*")
-    )
     # JupyterLab renders only the cells in view by default; render them all
     # so that every Markdown cell is read. A fresh workspace: nothing
     # restored from another session.
@@ -192,44 +197,20 @@ def lab(tmp_path_factory):
     (settings / "tracker.jupyterlab-settings").write_text(
         '{"windowingMode": "none"}'
     )
-    port, token = _free_port(), secrets.token_hex(16)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
+    with (
+        _jupyter(
             "lab",
-            "--no-browser",
-            f"--port={port}",
-            "--ip=127.0.0.1",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
+            base_dir,
             f"--LabApp.user_settings_dir={base_dir / 'settings'}",
             f"--LabApp.workspaces_dir={base_dir / 'workspaces'}",
-            "--allow-root",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}")
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("JupyterLab did not start")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=_chromium(), args=CHROMIUM_ARGS
-            )
-            yield browser, base, token, root
-            browser.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        ) as (base, token, root),
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(
+            executable_path=_chromium(), args=CHROMIUM_ARGS
+        )
+        yield browser, base, token, root
+        browser.close()
 
 
 @pytest.mark.parametrize("chapter", LAB_CHAPTERS)
