@@ -194,3 +194,51 @@ def test_the_same_seed_in_the_same_order_repeats_a_grid():
         )["GN"].final("loss")
 
     np.testing.assert_array_equal(run(), run())
+
+
+class _LastBatchMean(keras.callbacks.Callback):
+    """BN's moving mean at every epoch's end: with momentum 0, the mean of
+    the epoch's last batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.means = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        nb.sync_weights(self.model)
+        bn = self.model.layers[0]
+        self.means.append(keras.ops.convert_to_numpy(bn.moving_mean).copy())
+
+
+def test_fit_runs_reshuffle_the_batches_every_epoch():
+    """On both backends a run sees new batches every epoch (TensorFlow's
+    array adapter alone would replay one order once a global seed is set)."""
+    x, y, x_test, y_test = _data(n=64)
+
+    def build():
+        return keras.Sequential(
+            [
+                keras.Input((12,)),
+                keras.layers.BatchNormalization(
+                    momentum=0.0, center=False, scale=False
+                ),
+                keras.layers.Dense(3),
+            ]
+        )
+
+    trainer = nb.Trainer(build, metrics=())
+    record = _LastBatchMean()
+    trainer.run(
+        (x, y, x_test, y_test),
+        seed=0,
+        learning_rate=0.0,
+        epochs=4,
+        batch_size=8,
+        callbacks=[record],
+    )
+    means = np.array(record.means)
+    assert len(means) == 4
+    # Each epoch ends on another batch: no two epochs' last means agree.
+    for i in range(4):
+        for j in range(i):
+            assert not np.allclose(means[i], means[j])

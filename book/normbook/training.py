@@ -218,12 +218,18 @@ class Trainer:
         """One run with ``fit``; returns Keras's history dict."""
         self.reset(seed, learning_rate)
         x, y, x_test, y_test = data
+        inputs = dict(x=x, y=y, batch_size=batch_size, shuffle=shuffle)
+        if shuffle and keras.backend.backend() == "tensorflow":
+            # With a global seed set, Keras's TensorFlow array adapter
+            # replays one permutation in every epoch (its shuffle is a
+            # tf.random op inside the dataset; tensorflow#35682), so the
+            # batches would repeat: BN then fits their noise. A fresh
+            # permutation per epoch, drawn from the run's seed, as the JAX
+            # backend shuffles.
+            inputs = dict(x=_Reshuffled(x, y, batch_size, seed), shuffle=False)
         history = self.model.fit(
-            x,
-            y,
-            batch_size=batch_size,
+            **inputs,
             epochs=epochs,
-            shuffle=shuffle,
             validation_data=(x_test, y_test),
             validation_freq=validation_freq or epochs,
             callbacks=list(callbacks),
@@ -331,6 +337,28 @@ class Trainer:
         ):
             variable.assign(value[index])
         return self.model
+
+
+class _Reshuffled(keras.utils.PyDataset):
+    """(x, y) in mini-batches, in a new random order every epoch."""
+
+    def __init__(self, x, y, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(y))
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __getitem__(self, i):
+        index = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        if isinstance(self.x, (tuple, list)):
+            return tuple(a[index] for a in self.x), self.y[index]
+        return self.x[index], self.y[index]
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.y))
 
 
 def _stack(states):
