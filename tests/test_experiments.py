@@ -40,6 +40,10 @@ def test_the_names_give_the_layers_the_text_names():
     assert isinstance(brn, keraslayers.BatchRenormalization)
     assert brn.momentum == 0.9
     assert nb.normalizer("FRN, learned epsilon").learned_epsilon
+    # Each layer's own epsilon unless one is given.
+    assert nb.normalizer("BKN").epsilon == 1e-5
+    assert nb.normalizer("BN").epsilon == 1e-3
+    assert nb.normalizer("BKN", epsilon=1e-3).epsilon == 1e-3
 
 
 def test_a_bias_only_where_no_normalizer_follows():

@@ -46,7 +46,7 @@ KINDS = (
 )
 
 
-def _brn_compressed(momentum, total_steps, epsilon):
+def _brn_compressed(momentum, total_steps, eps):
     """The paper's milestones (plain BN for the first 5k of 40k steps,
     d_max at 5 by 25k, r_max at 3 by 40k) compressed into ``total_steps``."""
     if not total_steps or total_steps < 8:
@@ -57,7 +57,7 @@ def _brn_compressed(momentum, total_steps, epsilon):
     hold = total_steps // 8
     return keraslayers.BatchRenormalization(
         momentum=momentum,
-        epsilon=epsilon,
+        **eps,
         r_max=keraslayers.LinearRamp(1.0, 3.0, hold, total_steps),
         d_max=keraslayers.LinearRamp(0.0, 5.0, hold, total_steps * 5 // 8),
     )
@@ -67,7 +67,7 @@ def normalizer(
     kind: str,
     *,
     momentum: float = 0.99,
-    epsilon: float = 1e-3,
+    epsilon: float | None = None,
     groups: int = 8,
     total_steps: int | None = None,
 ) -> keras.layers.Layer | None:
@@ -81,35 +81,35 @@ def normalizer(
             ``"IN"``, ``"GN"`` (``groups`` groups), ``"FRN"`` (ε fixed),
             ``"FRN, learned epsilon"``, ``"none"`` (returns None).
         momentum: of the moving statistics (BN, BRN, BKN).
-        epsilon: added to the variance.
+        epsilon: added to the variance; by default each layer's own
+            (1e-3 for Keras's layers and BRN, 1e-5 for BKN). FRN's is its
+            own.
         groups: GN's number of groups.
         total_steps: the run's length, for BRN's compressed schedule.
     """
+    # Only the options given: each layer keeps its own defaults otherwise.
+    eps = {} if epsilon is None else {"epsilon": epsilon}
     if kind == "BN":
-        return keras.layers.BatchNormalization(
-            momentum=momentum, epsilon=epsilon
-        )
+        return keras.layers.BatchNormalization(momentum=momentum, **eps)
     if kind == "BRN":
-        return _brn_compressed(momentum, total_steps, epsilon)
+        return _brn_compressed(momentum, total_steps, eps)
     if kind == "BRN, paper schedule":
         return keraslayers.BatchRenormalization(
-            momentum=momentum, epsilon=epsilon, **keraslayers.renorm_schedule()
+            momentum=momentum, **eps, **keraslayers.renorm_schedule()
         )
     if kind == "BKN":
-        return keraslayers.BatchKalmanNormalization(
-            momentum=momentum, epsilon=epsilon
-        )
+        return keraslayers.BatchKalmanNormalization(momentum=momentum, **eps)
     if kind == "BKN, no gate":
         # A gate ratio this large keeps the gate open at every step.
         return keraslayers.BatchKalmanNormalization(
-            momentum=momentum, epsilon=epsilon, gate_ratio=1e30
+            momentum=momentum, **eps, gate_ratio=1e30
         )
     if kind == "LN":
-        return keras.layers.LayerNormalization(epsilon=epsilon)
+        return keras.layers.LayerNormalization(**eps)
     if kind == "IN":
-        return keras.layers.GroupNormalization(groups=-1, epsilon=epsilon)
+        return keras.layers.GroupNormalization(groups=-1, **eps)
     if kind == "GN":
-        return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon)
+        return keras.layers.GroupNormalization(groups=groups, **eps)
     if kind == "FRN":
         return keraslayers.FilterResponseNormalization()
     if kind == "FRN, learned epsilon":
